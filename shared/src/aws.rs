@@ -1,0 +1,579 @@
+//! AWS adapters for the ports: S3 (Bronze bucket), DynamoDB (state registry) and SQS (DLQ).
+//!
+//! Transient failures (throttling, 5xx, timeouts, connection errors) are retried by the SDK's
+//! standard retry strategy: exponential backoff with full jitter, within a bounded number of
+//! attempts ([`sdk_config`]). What is still failing afterwards is classified once by
+//! [`classify`].
+
+use crate::ports::{
+    Checkpoint, CommitEntry, DeadLetterQueue, ObjectStore, PortError, PutOutcome, StateStore,
+};
+use crate::record::PartitionId;
+use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::config_bag::ConfigBag;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Attempts per request, the first included (the SDK's retry budget).
+pub const MAX_ATTEMPTS: u32 = 5;
+
+static RETRIES: AtomicU64 = AtomicU64::new(0);
+
+/// Returns and resets the number of SDK retries since the last call.
+pub fn take_retries() -> u64 {
+    RETRIES.swap(0, Ordering::Relaxed)
+}
+
+/// Counts every attempt after the first, for the `Retries` metric.
+#[derive(Debug)]
+struct RetryCounter;
+
+impl Intercept for RetryCounter {
+    fn name(&self) -> &'static str {
+        "RetryCounter"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if cfg
+            .load::<RequestAttempts>()
+            .is_some_and(|a| a.attempts() > 1)
+        {
+            RETRIES.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Loads the SDK configuration: the standard credential chain and region, `AWS_ENDPOINT_URL`
+/// (so the same binary runs against a local stack), standard retries and bounded timeouts.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(100))
+                .with_max_backoff(Duration::from_secs(5)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(20))
+                .operation_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// Classifies an SDK error once: throttling, 5xx, timeouts and connection failures are
+/// transient; everything else (missing resources, access denied, bad requests) is permanent.
+pub fn classify<E>(
+    operation: &'static str,
+    target: &str,
+    err: &SdkError<E, HttpResponse>,
+) -> PortError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let message = match err.as_service_error() {
+        Some(service) => format!(
+            "{}: {}",
+            service.code().unwrap_or("Unknown"),
+            service.message().unwrap_or_default()
+        ),
+        None => aws_smithy_types::error::display::DisplayErrorContext(err).to_string(),
+    };
+    let transient = match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(_) => {
+            let code = err
+                .as_service_error()
+                .and_then(|e| e.code())
+                .unwrap_or_default();
+            let status = err.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+            status >= 500
+                || status == 429
+                || matches!(
+                    code,
+                    "SlowDown"
+                        | "Throttling"
+                        | "ThrottlingException"
+                        | "ThrottledException"
+                        | "RequestLimitExceeded"
+                        | "ProvisionedThroughputExceededException"
+                        | "TransactionConflictException"
+                        | "TransactionInProgressException"
+                        | "ConditionalRequestConflict"
+                        | "RequestTimeout"
+                        | "InternalError"
+                        | "ServiceUnavailable"
+                )
+        }
+        _ => false,
+    };
+    if transient {
+        PortError::Transient {
+            operation,
+            target: target.to_owned(),
+            message,
+        }
+    } else {
+        PortError::Permanent {
+            operation,
+            target: target.to_owned(),
+            message,
+        }
+    }
+}
+
+/// The Bronze bucket.
+#[derive(Debug, Clone)]
+pub struct S3ObjectStore {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3ObjectStore {
+    /// Builds the adapter. Path-style addressing is used when an endpoint override is set
+    /// (local S3-compatible stacks need it).
+    pub fn new(config: &aws_config::SdkConfig, bucket: impl Into<String>) -> Self {
+        let s3 = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(config.endpoint_url().is_some())
+            .interceptor(RetryCounter)
+            .build();
+        Self {
+            client: aws_sdk_s3::Client::from_conf(s3),
+            bucket: bucket.into(),
+        }
+    }
+
+    fn target(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, key)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3ObjectStore {
+    async fn put_if_absent(&self, key: &str, body: Vec<u8>) -> Result<PutOutcome, PortError> {
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/gzip")
+            .if_none_match("*")
+            .body(body.into())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(err)
+                if err
+                    .raw_response()
+                    .is_some_and(|r| r.status().as_u16() == 412) =>
+            {
+                Ok(PutOutcome::AlreadyExists)
+            }
+            Err(err) => Err(classify("s3:PutObject", &self.target(key), &err)),
+        }
+    }
+
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), PortError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("s3:PutObject", &self.target(key), &e))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let bytes = out.body.collect().await.map_err(|e| PortError::Transient {
+                    operation: "s3:GetObject",
+                    target: self.target(key),
+                    message: e.to_string(),
+                })?;
+                Ok(Some(bytes.into_bytes().to_vec()))
+            }
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+            Err(err) => Err(classify("s3:GetObject", &self.target(key), &err)),
+        }
+    }
+
+    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<String>, PortError> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .start_after(start_after)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify("s3:ListObjectsV2", &self.target(prefix), &e))?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+            match out.next_continuation_token() {
+                Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+        Ok(keys)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), PortError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("s3:DeleteObject", &self.target(key), &e))
+    }
+
+    fn url(&self, key: &str) -> String {
+        self.target(key)
+    }
+}
+
+/// The state registry table: `pk` (S, `source#stream#partition`) and `sk` (S): `checkpoint`
+/// for the checkpoint item, `log#<first sortable cursor>` for commit-log items.
+#[derive(Debug, Clone)]
+pub struct DynamoStateStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+const CHECKPOINT_SK: &str = "checkpoint";
+
+fn log_sk(first: &str) -> String {
+    format!("log#{first}")
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn entry_item(pk: &str, sk: String, entry: &CommitEntry) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::from([
+        ("pk".to_owned(), s(pk)),
+        ("sk".to_owned(), s(sk)),
+        ("first".to_owned(), s(&entry.first)),
+        ("last".to_owned(), s(&entry.last)),
+        ("records".to_owned(), n(entry.records)),
+        ("dead_lettered".to_owned(), n(entry.dead_lettered)),
+        ("object_bytes".to_owned(), n(entry.object_bytes)),
+        ("payload_bytes".to_owned(), n(entry.payload_bytes)),
+        ("run_id".to_owned(), s(&entry.run_id)),
+        ("committed_at_ms".to_owned(), n(entry.committed_at_ms)),
+    ]);
+    if let Some(key) = &entry.object_key {
+        item.insert("object_key".to_owned(), s(key));
+    }
+    item
+}
+
+fn parse_entry(
+    table: &str,
+    item: &HashMap<String, AttributeValue>,
+) -> Result<CommitEntry, PortError> {
+    let bad = |field: &str| PortError::Permanent {
+        operation: "dynamodb:decode",
+        target: format!("{table}/{:?}", item.get("pk")),
+        message: format!("item has no valid {field}"),
+    };
+    let text = |f: &str| {
+        item.get(f)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .ok_or_else(|| bad(f))
+    };
+    let num = |f: &str| {
+        item.get(f)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| bad(f))
+    };
+    Ok(CommitEntry {
+        first: text("first")?,
+        last: text("last")?,
+        object_key: item.get("object_key").and_then(|v| v.as_s().ok()).cloned(),
+        records: num("records")? as u64,
+        dead_lettered: num("dead_lettered")? as u64,
+        object_bytes: num("object_bytes")? as u64,
+        payload_bytes: num("payload_bytes")? as u64,
+        run_id: text("run_id")?,
+        committed_at_ms: num("committed_at_ms")?,
+    })
+}
+
+impl DynamoStateStore {
+    /// Builds the adapter for `table`.
+    pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        let conf = aws_sdk_dynamodb::config::Builder::from(config)
+            .interceptor(RetryCounter)
+            .build();
+        Self {
+            client: aws_sdk_dynamodb::Client::from_conf(conf),
+            table: table.into(),
+        }
+    }
+
+    fn target(&self, partition: &PartitionId) -> String {
+        format!("{}/{}", self.table, partition.state_key())
+    }
+}
+
+#[async_trait]
+impl StateStore for DynamoStateStore {
+    async fn checkpoint(&self, partition: &PartitionId) -> Result<Option<Checkpoint>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(partition.state_key()))
+            .key("sk", s(CHECKPOINT_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("dynamodb:GetItem", &self.target(partition), &e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let entry = parse_entry(&self.table, &item)?;
+        Ok(Some(Checkpoint {
+            cursor: entry.last.clone(),
+            last_commit: entry,
+        }))
+    }
+
+    async fn commit(
+        &self,
+        partition: &PartitionId,
+        expected: Option<&str>,
+        entry: &CommitEntry,
+    ) -> Result<(), PortError> {
+        let pk = partition.state_key();
+        let mut checkpoint = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(entry_item(&pk, CHECKPOINT_SK.to_owned(), entry)));
+        checkpoint = match expected {
+            None => checkpoint.condition_expression("attribute_not_exists(pk)"),
+            Some(cursor) => checkpoint
+                .condition_expression("#last = :expected")
+                .expression_attribute_names("#last", "last")
+                .expression_attribute_values(":expected", s(cursor)),
+        };
+        let log = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(entry_item(&pk, log_sk(&entry.first), entry)))
+            .condition_expression("attribute_not_exists(pk)");
+        let build = |p: aws_sdk_dynamodb::types::builders::PutBuilder| {
+            p.build().map_err(|e| PortError::Permanent {
+                operation: "dynamodb:TransactWriteItems",
+                target: self.target(partition),
+                message: e.to_string(),
+            })
+        };
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(build(checkpoint)?).build())
+            .transact_items(TransactWriteItem::builder().put(build(log)?).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let condition_failed = err
+                    .as_service_error()
+                    .and_then(|e| match e {
+                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                            Some(c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed")))
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or(false);
+                if condition_failed {
+                    let found = self.checkpoint(partition).await?.map(|c| c.cursor);
+                    Err(PortError::CheckpointMoved {
+                        partition: partition.to_string(),
+                        expected: expected.map(str::to_owned),
+                        found,
+                    })
+                } else {
+                    Err(classify(
+                        "dynamodb:TransactWriteItems",
+                        &self.target(partition),
+                        &err,
+                    ))
+                }
+            }
+        }
+    }
+
+    async fn log_commit(
+        &self,
+        partition: &PartitionId,
+        entry: &CommitEntry,
+    ) -> Result<Option<CommitEntry>, PortError> {
+        let pk = partition.state_key();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(entry_item(&pk, log_sk(&entry.first), entry)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(None),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                let out = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", s(&pk))
+                    .key("sk", s(log_sk(&entry.first)))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(|e| classify("dynamodb:GetItem", &self.target(partition), &e))?;
+                match out.item {
+                    Some(item) => Ok(Some(parse_entry(&self.table, &item)?)),
+                    None => Err(PortError::Transient {
+                        operation: "dynamodb:PutItem",
+                        target: self.target(partition),
+                        message: "commit-log entry vanished after a conditional failure".into(),
+                    }),
+                }
+            }
+            Err(err) => Err(classify("dynamodb:PutItem", &self.target(partition), &err)),
+        }
+    }
+
+    async fn commit_log(&self, partition: &PartitionId) -> Result<Vec<CommitEntry>, PortError> {
+        let mut entries = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :log)")
+                .expression_attribute_values(":pk", s(partition.state_key()))
+                .expression_attribute_values(":log", s("log#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| classify("dynamodb:Query", &self.target(partition), &e))?;
+            for item in out.items() {
+                entries.push(parse_entry(&self.table, item)?);
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// The SQS dead-letter queue (standard or FIFO).
+#[derive(Debug, Clone)]
+pub struct SqsDeadLetterQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsDeadLetterQueue {
+    /// Builds the adapter for the queue at `url`.
+    pub fn new(config: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
+        let conf = aws_sdk_sqs::config::Builder::from(config)
+            .interceptor(RetryCounter)
+            .build();
+        Self {
+            client: aws_sdk_sqs::Client::from_conf(conf),
+            url: url.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl DeadLetterQueue for SqsDeadLetterQueue {
+    async fn send(&self, dedup_id: &str, body: &str) -> Result<(), PortError> {
+        use aws_sdk_sqs::types::MessageAttributeValue;
+        let attr = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(dedup_id)
+            .build()
+            .map_err(|e| PortError::Permanent {
+                operation: "sqs:SendMessage",
+                target: self.url.clone(),
+                message: e.to_string(),
+            })?;
+        let mut request = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .message_attributes("dead_letter_id", attr);
+        if self.url.ends_with(".fifo") {
+            let hash = crate::bronze::key_hash(dedup_id.as_bytes());
+            let group = dedup_id.rsplit_once('/').map_or(dedup_id, |(g, _)| g);
+            request = request
+                .message_deduplication_id(hash)
+                .message_group_id(crate::bronze::key_hash(group.as_bytes()));
+        }
+        request
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("sqs:SendMessage", &format!("{} ({dedup_id})", self.url), &e))
+    }
+}

@@ -1,0 +1,501 @@
+//! Bronze encoding (gzip-compressed JSON Lines) and object keys.
+//!
+//! One line per landed record:
+//!
+//! ```json
+//! {"source":"kafka","stream":"orders","partition":"0","cursor":"42","group":"commerce",
+//!  "key":"user-1","key_encoding":"utf8","headers":[{"key":"trace","value":"abc"}],
+//!  "timestamp":"2026-11-27T00:00:00.000Z","timestamp_ms":1795737600000,
+//!  "run_id":"<lambda request id>","payload_encoding":"json","payload":{"id":1}}
+//! ```
+//!
+//! `payload` holds JSON payloads inline; other payloads go to `payload_base64`.
+//! Keys are pure functions of the data ([`object_key`]).
+
+use crate::config::{KeyStrategy, PayloadFormat, StreamSettings};
+use crate::cursor::Cursor;
+use crate::record::{PartitionId, Record};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::io::Write;
+
+/// Why a record cannot be landed. Every variant is permanent: the record is a poison message.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum BronzeError {
+    /// The source adapter found the record unusable before encoding.
+    #[error("{partition} cursor {cursor}: {detail}")]
+    Defective {
+        /// Where the record came from.
+        partition: String,
+        /// Its cursor.
+        cursor: String,
+        /// What the adapter found.
+        detail: String,
+    },
+    /// The stream is declared `json` and the payload does not parse as JSON.
+    #[error("{partition} cursor {cursor}: payload is not valid JSON: {detail}")]
+    PayloadNotJson {
+        /// Where the record came from.
+        partition: String,
+        /// Its cursor.
+        cursor: String,
+        /// The parser's message (line and column).
+        detail: String,
+    },
+}
+
+/// Compression level for Bronze objects. Level 6 is gzip's default trade-off.
+pub const GZIP_LEVEL: u32 = 6;
+
+/// Escapes one key path segment: keeps `[A-Za-z0-9._-]`, percent-encodes every other byte,
+/// so a topic or shard name can never introduce `/` or `=` into the key layout.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The key prefix under which all objects of one partition live (ends with `/`).
+pub fn partition_prefix(prefix: &str, id: &PartitionId) -> String {
+    format!(
+        "{prefix}/source={}/stream={}/partition={}/",
+        id.source,
+        segment(&id.stream),
+        segment(&id.partition)
+    )
+}
+
+/// The object key for the records `first..=last` of one partition:
+/// `<prefix>/source=<s>/stream=<stream>/partition=<p>/<first>-<last>.jsonl.gz`, with both
+/// cursors in their zero-padded sortable form. It depends on the data alone, so a replay of
+/// the same range lands on the same key, and keys list in cursor order.
+pub fn object_key<C: Cursor>(prefix: &str, id: &PartitionId, first: &C, last: &C) -> String {
+    format!(
+        "{}{}-{}.jsonl.gz",
+        partition_prefix(prefix, id),
+        first.sortable(),
+        last.sortable()
+    )
+}
+
+/// Reads the sortable `(first, last)` cursors back out of an object key made by [`object_key`].
+pub fn parse_object_range(key: &str) -> Option<(&str, &str)> {
+    let name = key.rsplit('/').next()?.strip_suffix(".jsonl.gz")?;
+    let (first, last) = name.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(first) && digits(last)).then_some((first, last))
+}
+
+/// The key of the S3 copy of a dead letter's payload, when it is too large for SQS.
+pub fn dead_letter_payload_key<C: Cursor>(prefix: &str, id: &PartitionId, cursor: &C) -> String {
+    format!(
+        "{prefix}/_dead_letters/source={}/stream={}/partition={}/{}.bin",
+        id.source,
+        segment(&id.stream),
+        segment(&id.partition),
+        cursor.sortable()
+    )
+}
+
+#[derive(Serialize)]
+struct LineHeader<'a> {
+    key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    source: &'a str,
+    stream: &'a str,
+    partition: &'a str,
+    cursor: String,
+    group: Option<&'a str>,
+    key: Option<String>,
+    key_encoding: Option<&'static str>,
+    headers: Vec<LineHeader<'a>>,
+    timestamp: Option<String>,
+    timestamp_ms: Option<i64>,
+    run_id: &'a str,
+    payload_encoding: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_base64: Option<String>,
+}
+
+/// How a payload will be written.
+enum Payload<'a> {
+    Json(std::borrow::Cow<'a, RawValue>),
+    Base64,
+    Null,
+}
+
+/// Decides how a payload is written, or why it cannot be.
+fn classify_payload<'a, C: Cursor>(
+    id: &PartitionId,
+    record: &'a Record<C>,
+    format: PayloadFormat,
+) -> Result<Payload<'a>, BronzeError> {
+    if let Some(detail) = &record.defect {
+        return Err(BronzeError::Defective {
+            partition: id.to_string(),
+            cursor: record.cursor.to_string(),
+            detail: detail.clone(),
+        });
+    }
+    let Some(bytes) = record.payload.as_deref() else {
+        return Ok(Payload::Null);
+    };
+    if format == PayloadFormat::Bytes {
+        return Ok(Payload::Base64);
+    }
+    match serde_json::from_slice::<&RawValue>(bytes) {
+        Ok(raw) => {
+            // JSON Lines needs one line per record: re-serialise only pretty-printed payloads.
+            if raw.get().bytes().any(|b| b == b'\n' || b == b'\r') {
+                let value: serde_json::Value =
+                    serde_json::from_str(raw.get()).expect("already validated as JSON");
+                let compact = RawValue::from_string(value.to_string()).expect("serialised JSON");
+                Ok(Payload::Json(std::borrow::Cow::Owned(compact)))
+            } else {
+                Ok(Payload::Json(std::borrow::Cow::Borrowed(raw)))
+            }
+        }
+        Err(_) if format == PayloadFormat::Auto => Ok(Payload::Base64),
+        Err(e) => Err(BronzeError::PayloadNotJson {
+            partition: id.to_string(),
+            cursor: record.cursor.to_string(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Checks whether a record can be landed under `settings`, without encoding it.
+pub fn check_record<C: Cursor>(
+    id: &PartitionId,
+    record: &Record<C>,
+    settings: &StreamSettings,
+) -> Result<(), BronzeError> {
+    classify_payload(id, record, settings.payload_format).map(|_| ())
+}
+
+/// Hex SHA-256 of a key, for logs and the `sha256` key strategy.
+pub fn key_hash(key: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn encode_key(key: Option<&[u8]>, strategy: KeyStrategy) -> (Option<String>, Option<&'static str>) {
+    let Some(key) = key else { return (None, None) };
+    match strategy {
+        KeyStrategy::Drop => (None, None),
+        KeyStrategy::Sha256 => (Some(key_hash(key)), Some("sha256")),
+        KeyStrategy::Base64 => (Some(B64.encode(key)), Some("base64")),
+        KeyStrategy::Raw => match std::str::from_utf8(key) {
+            Ok(text) => (Some(text.to_owned()), Some("utf8")),
+            Err(_) => (Some(B64.encode(key)), Some("base64")),
+        },
+    }
+}
+
+fn format_timestamp(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// Streams records of one partition into one gzip-compressed JSON Lines object.
+pub struct BronzeWriter<'a> {
+    id: &'a PartitionId,
+    settings: &'a StreamSettings,
+    run_id: &'a str,
+    encoder: GzEncoder<Vec<u8>>,
+    line: Vec<u8>,
+    records: u64,
+    raw_bytes: u64,
+}
+
+impl std::fmt::Debug for BronzeWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BronzeWriter")
+            .field("partition", &self.id.to_string())
+            .field("records", &self.records)
+            .finish()
+    }
+}
+
+impl<'a> BronzeWriter<'a> {
+    /// Starts an object for one partition; `capacity_hint` sizes the output buffer.
+    pub fn new(
+        id: &'a PartitionId,
+        settings: &'a StreamSettings,
+        run_id: &'a str,
+        capacity_hint: usize,
+    ) -> Self {
+        Self {
+            id,
+            settings,
+            run_id,
+            encoder: GzEncoder::new(
+                Vec::with_capacity(capacity_hint),
+                Compression::new(GZIP_LEVEL),
+            ),
+            line: Vec::with_capacity(2048),
+            records: 0,
+            raw_bytes: 0,
+        }
+    }
+
+    /// Appends one record, or returns why it is poison (and writes nothing).
+    pub fn push<C: Cursor>(&mut self, record: &Record<C>) -> Result<(), BronzeError> {
+        let payload = classify_payload(self.id, record, self.settings.payload_format)?;
+        let (key, key_encoding) = encode_key(record.key.as_deref(), self.settings.key_strategy);
+        let headers = record
+            .headers
+            .iter()
+            .map(|h| {
+                let text = h.value.as_deref().and_then(|v| std::str::from_utf8(v).ok());
+                LineHeader {
+                    key: &h.key,
+                    value: text,
+                    value_base64: match (text, &h.value) {
+                        (None, Some(v)) => Some(B64.encode(v)),
+                        _ => None,
+                    },
+                }
+            })
+            .collect();
+        let (payload_encoding, payload_json, payload_base64) = match &payload {
+            Payload::Json(raw) => ("json", Some(raw.as_ref()), None),
+            Payload::Base64 => (
+                "base64",
+                None,
+                record.payload.as_deref().map(|p| B64.encode(p)),
+            ),
+            Payload::Null => ("null", None, None),
+        };
+        let line = Line {
+            source: self.id.source.as_str(),
+            stream: &self.id.stream,
+            partition: &self.id.partition,
+            cursor: record.cursor.to_string(),
+            group: self.settings.group.as_deref(),
+            key,
+            key_encoding,
+            headers,
+            timestamp: record.timestamp_ms.and_then(format_timestamp),
+            timestamp_ms: record.timestamp_ms,
+            run_id: self.run_id,
+            payload_encoding,
+            payload: payload_json,
+            payload_base64,
+        };
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &line).expect("serialising to a Vec cannot fail");
+        self.line.push(b'\n');
+        self.encoder
+            .write_all(&self.line)
+            .expect("compressing into a Vec cannot fail");
+        self.records += 1;
+        self.raw_bytes += record.payload.as_ref().map_or(0, |p| p.len() as u64);
+        Ok(())
+    }
+
+    /// How many records were appended.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Sum of the appended payload sizes, before encoding.
+    pub fn payload_bytes(&self) -> u64 {
+        self.raw_bytes
+    }
+
+    /// Finishes the gzip stream and returns the object body.
+    pub fn finish(self) -> Vec<u8> {
+        self.encoder
+            .finish()
+            .expect("compressing into a Vec cannot fail")
+    }
+}
+
+/// Decompresses and parses a Bronze object, for readers, audits and tests.
+pub fn read_lines(body: &[u8]) -> Result<Vec<serde_json::Value>, std::io::Error> {
+    use std::io::BufRead;
+    let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(body));
+    let mut out = Vec::new();
+    for line in reader.lines() {
+        let line = line?;
+        if line.is_empty() {
+            continue;
+        }
+        out.push(serde_json::from_str(&line).map_err(std::io::Error::other)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cursor::{KafkaOffset, SequenceNumber};
+    use crate::record::{Header, Source};
+
+    fn settings(format: PayloadFormat) -> StreamSettings {
+        StreamSettings {
+            group: Some("g".into()),
+            payload_format: format,
+            key_strategy: KeyStrategy::Raw,
+            parallelization_factor: 1,
+        }
+    }
+
+    #[test]
+    fn key_is_a_pure_function_of_the_data() {
+        let id = PartitionId::new(Source::Kafka, "orders", "3");
+        let k1 = object_key("bronze", &id, &KafkaOffset(7), &KafkaOffset(9));
+        let k2 = object_key("bronze", &id, &KafkaOffset(7), &KafkaOffset(9));
+        assert_eq!(k1, k2);
+        assert_eq!(
+            k1,
+            "bronze/source=kafka/stream=orders/partition=3/00000000000000000007-00000000000000000009.jsonl.gz"
+        );
+        assert_eq!(
+            parse_object_range(&k1),
+            Some(("00000000000000000007", "00000000000000000009"))
+        );
+        // Keys of later ranges sort later.
+        let k3 = object_key("bronze", &id, &KafkaOffset(10), &KafkaOffset(10));
+        assert!(k3 > k1);
+        let other = PartitionId::new(Source::Kafka, "orders", "4");
+        assert_ne!(
+            object_key("bronze", &other, &KafkaOffset(7), &KafkaOffset(9)),
+            k1
+        );
+    }
+
+    #[test]
+    fn key_segments_are_escaped() {
+        let id = PartitionId::new(Source::Kafka, "a/b=c", "0");
+        assert!(partition_prefix("p", &id).contains("stream=a%2Fb%3Dc/"));
+    }
+
+    #[test]
+    fn kinesis_keys_sort_numerically() {
+        let id = PartitionId::new(Source::Kinesis, "s", "shardId-000000000000");
+        let a: SequenceNumber = "9".parse().unwrap();
+        let b: SequenceNumber = "10".parse().unwrap();
+        assert!(object_key("p", &id, &a, &a) < object_key("p", &id, &b, &b));
+    }
+
+    #[test]
+    fn lines_round_trip_with_metadata() {
+        let id = PartitionId::new(Source::Kafka, "orders", "0");
+        let s = settings(PayloadFormat::Auto);
+        let mut w = BronzeWriter::new(&id, &s, "run-1", 0);
+        let pretty = b"{\n  \"a\": [1,\n 2]\n}".to_vec();
+        w.push(&Record {
+            cursor: KafkaOffset(1),
+            key: Some(b"k".to_vec()),
+            headers: vec![
+                Header {
+                    key: "h".into(),
+                    value: Some(b"v".to_vec()),
+                },
+                Header {
+                    key: "bin".into(),
+                    value: Some(vec![0xff, 0x00]),
+                },
+            ],
+            timestamp_ms: Some(1_700_000_000_123),
+            payload: Some(pretty),
+            defect: None,
+        })
+        .unwrap();
+        w.push(&Record {
+            cursor: KafkaOffset(2),
+            key: None,
+            headers: vec![],
+            timestamp_ms: None,
+            payload: Some(vec![0xde, 0xad]),
+            defect: None,
+        })
+        .unwrap();
+        w.push(&Record {
+            cursor: KafkaOffset(3),
+            key: Some(vec![0xff]),
+            headers: vec![],
+            timestamp_ms: None,
+            payload: None,
+            defect: None,
+        })
+        .unwrap();
+        let lines = read_lines(&w.finish()).unwrap();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["payload"], serde_json::json!({"a": [1, 2]}));
+        assert_eq!(lines[0]["cursor"], "1");
+        assert_eq!(lines[0]["key"], "k");
+        assert_eq!(lines[0]["group"], "g");
+        assert_eq!(lines[0]["run_id"], "run-1");
+        assert_eq!(lines[0]["timestamp"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(lines[0]["headers"][0]["value"], "v");
+        assert_eq!(lines[0]["headers"][1]["value_base64"], "/wA=");
+        assert_eq!(lines[1]["payload_encoding"], "base64");
+        assert_eq!(lines[1]["payload_base64"], "3q0=");
+        assert!(lines[1]["key"].is_null());
+        assert_eq!(lines[2]["payload_encoding"], "null");
+        assert_eq!(lines[2]["key_encoding"], "base64");
+    }
+
+    #[test]
+    fn json_stream_rejects_non_json_without_writing() {
+        let id = PartitionId::new(Source::Kinesis, "s", "shardId-1");
+        let s = settings(PayloadFormat::Json);
+        let mut w = BronzeWriter::new(&id, &s, "r", 0);
+        let seq: SequenceNumber = "5".parse().unwrap();
+        let err = w
+            .push(&Record {
+                cursor: seq,
+                key: None,
+                headers: vec![],
+                timestamp_ms: None,
+                payload: Some(b"not json".to_vec()),
+                defect: None,
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("cursor 5"), "{err}");
+        assert_eq!(w.records(), 0);
+        assert!(read_lines(&w.finish()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn key_strategies() {
+        assert_eq!(
+            encode_key(Some(b"abc"), KeyStrategy::Raw),
+            (Some("abc".into()), Some("utf8"))
+        );
+        assert_eq!(
+            encode_key(Some(b"abc"), KeyStrategy::Base64),
+            (Some("YWJj".into()), Some("base64"))
+        );
+        assert_eq!(encode_key(Some(b"abc"), KeyStrategy::Drop), (None, None));
+        let (h, e) = encode_key(Some(b"abc"), KeyStrategy::Sha256);
+        assert_eq!(e, Some("sha256"));
+        assert_eq!(
+            h.unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

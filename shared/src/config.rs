@@ -1,0 +1,488 @@
+//! Configuration: the environment of a function and the per-stream YAML connector file.
+//!
+//! A bad configuration stops start-up with a [`ConfigError`] that names the field.
+
+use crate::record::Source;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The only manifest version this build understands.
+pub const MANIFEST_VERSION: &str = "1.0";
+/// The connector id the manifest must carry.
+pub const CONNECTOR_ID: &str = "conn::global::streaming::kafka_kinesis::consume";
+
+/// A configuration problem, always naming the field or variable at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required environment variable is unset or empty.
+    #[error("environment variable {name} is required but not set")]
+    MissingEnv {
+        /// Variable name.
+        name: &'static str,
+    },
+    /// A variable or field has a value this build cannot accept.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// Dotted path of the field, or the variable name.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The connector file could not be read.
+    #[error("cannot read connector config {path}: {source}")]
+    Read {
+        /// Path of the file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// How a stream's payload is interpreted when it is landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// Must be JSON; a payload that is not is a poison message and goes to the DLQ.
+    Json,
+    /// Landed as JSON when it parses as JSON, as base64 otherwise. Never poison.
+    Auto,
+    /// Always landed as base64.
+    Bytes,
+}
+
+/// How the record key is written into Bronze lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStrategy {
+    /// UTF-8 text when the key is valid UTF-8, base64 otherwise.
+    Raw,
+    /// Always base64.
+    Base64,
+    /// Only the SHA-256 of the key (hex), for keys that carry personal data.
+    Sha256,
+    /// The key is not written.
+    Drop,
+}
+
+/// What the stored checkpoint means. Only one meaning exists; the field is in the manifest
+/// so that a file written for another meaning is refused instead of misread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CursorStrategy {
+    /// The checkpoint is the cursor of the last landed record.
+    LastLanded,
+}
+
+/// Settings that apply to one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// The logical group the stream belongs to (written into each Bronze line).
+    pub group: Option<String>,
+    /// Payload interpretation.
+    pub payload_format: PayloadFormat,
+    /// Key representation.
+    pub key_strategy: KeyStrategy,
+    /// Kinesis ParallelizationFactor of the mapping (1 unless set). Above 1, batches of one
+    /// shard interleave and the engine switches to its per-batch commit mode.
+    pub parallelization_factor: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    manifest_version: String,
+    id: String,
+    taxonomy: HashMap<String, serde_yaml::Value>,
+    runtime: HashMap<String, serde_yaml::Value>,
+    defaults: RawDefaults,
+    streams: RawStreams,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    key_strategy: KeyStrategy,
+    cursor_strategy: CursorStrategy,
+    #[serde(default = "default_payload_format")]
+    payload_format: PayloadFormat,
+}
+
+fn default_payload_format() -> PayloadFormat {
+    PayloadFormat::Auto
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStreams {
+    strategy: String,
+    #[serde(default = "yes")]
+    allow_unlisted: bool,
+    #[serde(default)]
+    items: Vec<RawStream>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    name: String,
+    source: RawSource,
+    group: Option<String>,
+    payload_format: Option<PayloadFormat>,
+    key_strategy: Option<KeyStrategy>,
+    parallelization_factor: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+enum RawSource {
+    Kafka,
+    Kinesis,
+    Pulsar,
+}
+
+impl From<RawSource> for Source {
+    fn from(s: RawSource) -> Self {
+        match s {
+            RawSource::Kafka => Source::Kafka,
+            RawSource::Kinesis => Source::Kinesis,
+            RawSource::Pulsar => Source::Pulsar,
+        }
+    }
+}
+
+/// The parsed connector file: manifest header plus per-stream settings.
+#[derive(Debug, Clone)]
+pub struct ConnectorConfig {
+    cursor_strategy: CursorStrategy,
+    defaults: StreamSettings,
+    allow_unlisted: bool,
+    streams: HashMap<(Source, String), StreamSettings>,
+}
+
+impl Default for ConnectorConfig {
+    /// The configuration used when no file is given: every stream lands with `auto`
+    /// payloads and raw keys.
+    fn default() -> Self {
+        Self {
+            cursor_strategy: CursorStrategy::LastLanded,
+            defaults: StreamSettings {
+                group: None,
+                payload_format: PayloadFormat::Auto,
+                key_strategy: KeyStrategy::Raw,
+                parallelization_factor: 1,
+            },
+            allow_unlisted: true,
+            streams: HashMap::new(),
+        }
+    }
+}
+
+impl ConnectorConfig {
+    /// Parses and validates a connector file's text.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        let raw: RawManifest = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::Invalid {
+                field: if path == "." {
+                    "<document>".into()
+                } else {
+                    path
+                },
+                reason: e.into_inner().to_string(),
+            }
+        })?;
+        let invalid = |field: &str, reason: String| ConfigError::Invalid {
+            field: field.to_owned(),
+            reason,
+        };
+        if raw.manifest_version != MANIFEST_VERSION {
+            return Err(invalid(
+                "manifest_version",
+                format!(
+                    "expected \"{MANIFEST_VERSION}\", found {:?}",
+                    raw.manifest_version
+                ),
+            ));
+        }
+        if raw.id != CONNECTOR_ID {
+            return Err(invalid(
+                "id",
+                format!("expected {CONNECTOR_ID:?}, found {:?}", raw.id),
+            ));
+        }
+        if raw.taxonomy.is_empty() {
+            return Err(invalid("taxonomy", "must not be empty".into()));
+        }
+        if raw.runtime.is_empty() {
+            return Err(invalid("runtime", "must not be empty".into()));
+        }
+        if raw.streams.strategy != "config_defined" {
+            return Err(invalid(
+                "streams.strategy",
+                format!(
+                    "expected \"config_defined\", found {:?}",
+                    raw.streams.strategy
+                ),
+            ));
+        }
+        let defaults = StreamSettings {
+            group: None,
+            payload_format: raw.defaults.payload_format,
+            key_strategy: raw.defaults.key_strategy,
+            parallelization_factor: 1,
+        };
+        let mut streams = HashMap::new();
+        for (i, s) in raw.streams.items.into_iter().enumerate() {
+            if s.name.trim().is_empty() {
+                return Err(invalid(
+                    &format!("streams.items[{i}].name"),
+                    "must not be empty".into(),
+                ));
+            }
+            let pf = s.parallelization_factor.unwrap_or(1);
+            if !(1..=10).contains(&pf) {
+                return Err(invalid(
+                    &format!("streams.items[{i}].parallelization_factor"),
+                    format!("must be between 1 and 10, found {pf}"),
+                ));
+            }
+            if pf > 1 && s.source != RawSource::Kinesis {
+                return Err(invalid(
+                    &format!("streams.items[{i}].parallelization_factor"),
+                    "only Kinesis streams have a parallelization factor".into(),
+                ));
+            }
+            let settings = StreamSettings {
+                group: s.group,
+                payload_format: s.payload_format.unwrap_or(defaults.payload_format),
+                key_strategy: s.key_strategy.unwrap_or(defaults.key_strategy),
+                parallelization_factor: pf,
+            };
+            if streams
+                .insert((s.source.into(), s.name.clone()), settings)
+                .is_some()
+            {
+                return Err(invalid(
+                    &format!("streams.items[{i}].name"),
+                    format!("stream {:?} is listed twice", s.name),
+                ));
+            }
+        }
+        Ok(Self {
+            cursor_strategy: raw.defaults.cursor_strategy,
+            defaults,
+            allow_unlisted: raw.streams.allow_unlisted,
+            streams,
+        })
+    }
+
+    /// Reads and validates a connector file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    /// What stored checkpoints mean.
+    pub fn cursor_strategy(&self) -> CursorStrategy {
+        self.cursor_strategy
+    }
+
+    /// Settings for a stream, or `None` when the stream is not listed and unlisted streams
+    /// are refused.
+    pub fn stream(&self, source: Source, stream: &str) -> Option<&StreamSettings> {
+        match self.streams.get(&(source, stream.to_owned())) {
+            Some(s) => Some(s),
+            None if self.allow_unlisted => Some(&self.defaults),
+            None => None,
+        }
+    }
+}
+
+/// Settings every Lambda function reads from its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvConfig {
+    /// `BRONZE_BUCKET`: where objects land.
+    pub bucket: String,
+    /// `BRONZE_PREFIX`: key prefix inside the bucket (default `bronze`).
+    pub prefix: String,
+    /// `STATE_TABLE`: the DynamoDB state registry.
+    pub state_table: String,
+    /// `DLQ_URL`: the SQS dead-letter queue.
+    pub dlq_url: String,
+    /// `CONNECTOR_CONFIG`: path of the YAML connector file, if any.
+    pub connector_config: Option<String>,
+    /// `KAFKA_PARTIAL_BATCH_RESPONSE`: answer Kafka batches with `batchItemFailures`
+    /// instead of failing the invocation (only when the mapping enables it).
+    pub kafka_partial_batch_response: bool,
+}
+
+impl EnvConfig {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup`, so tests need not touch the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(ConfigError::MissingEnv { name })
+        };
+        let prefix = lookup("BRONZE_PREFIX").unwrap_or_else(|| "bronze".to_owned());
+        let prefix = prefix.trim_matches('/').to_owned();
+        if prefix.is_empty() || prefix.contains("//") {
+            return Err(ConfigError::Invalid {
+                field: "BRONZE_PREFIX".into(),
+                reason: "must be a non-empty key prefix without empty segments".into(),
+            });
+        }
+        let kafka_partial_batch_response = match lookup("KAFKA_PARTIAL_BATCH_RESPONSE").as_deref() {
+            None | Some("") | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    field: "KAFKA_PARTIAL_BATCH_RESPONSE".into(),
+                    reason: format!("expected true or false, found {other:?}"),
+                });
+            }
+        };
+        Ok(Self {
+            bucket: required("BRONZE_BUCKET")?,
+            prefix,
+            state_table: required("STATE_TABLE")?,
+            dlq_url: required("DLQ_URL")?,
+            connector_config: lookup("CONNECTOR_CONFIG").filter(|v| !v.is_empty()),
+            kafka_partial_batch_response,
+        })
+    }
+
+    /// Loads the connector file named by `CONNECTOR_CONFIG`, or the defaults when unset.
+    pub fn load_connector(&self) -> Result<ConnectorConfig, ConfigError> {
+        match &self.connector_config {
+            Some(path) => ConnectorConfig::from_file(Path::new(path)),
+            None => Ok(ConnectorConfig::default()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+manifest_version: "1.0"
+id: conn::global::streaming::kafka_kinesis::consume
+taxonomy: { layer: bronze, domain: streaming }
+runtime: { kind: lambda, language: rust }
+defaults: { key_strategy: raw, cursor_strategy: last_landed }
+streams:
+  strategy: config_defined
+  items:
+    - { name: orders, source: kafka, group: commerce, payload_format: json }
+    - { name: clicks, source: kinesis, payload_format: bytes, key_strategy: sha256, parallelization_factor: 2 }
+"#;
+
+    #[test]
+    fn parses_manifest_and_streams() {
+        let c = ConnectorConfig::from_yaml(GOOD).unwrap();
+        let orders = c.stream(Source::Kafka, "orders").unwrap();
+        assert_eq!(orders.payload_format, PayloadFormat::Json);
+        assert_eq!(orders.group.as_deref(), Some("commerce"));
+        let clicks = c.stream(Source::Kinesis, "clicks").unwrap();
+        assert_eq!(clicks.key_strategy, KeyStrategy::Sha256);
+        assert_eq!(clicks.parallelization_factor, 2);
+        // Unlisted streams get the defaults.
+        assert_eq!(
+            c.stream(Source::Kafka, "other").unwrap().payload_format,
+            PayloadFormat::Auto
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases = [
+            (
+                GOOD.replace("payload_format: json", "payload_format: xml"),
+                "streams.items[0].payload_format",
+            ),
+            (GOOD.replace("\"1.0\"", "\"2.0\""), "manifest_version"),
+            (
+                GOOD.replace("config_defined", "discovered"),
+                "streams.strategy",
+            ),
+            (
+                GOOD.replace("last_landed", "next_to_read"),
+                "defaults.cursor_strategy",
+            ),
+            (
+                GOOD.replace("parallelization_factor: 2", "parallelization_factor: 11"),
+                "streams.items[1].parallelization_factor",
+            ),
+            (
+                GOOD.replace("group: commerce", "grup: commerce"),
+                "streams.items[0]",
+            ),
+            (GOOD.replace("id: conn", "id: xconn"), "id"),
+        ];
+        for (text, field) in cases {
+            let err = ConnectorConfig::from_yaml(&text).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(field),
+                "expected error naming {field}, got: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn unlisted_streams_can_be_refused() {
+        let text = GOOD.replace(
+            "strategy: config_defined",
+            "strategy: config_defined\n  allow_unlisted: false",
+        );
+        let c = ConnectorConfig::from_yaml(&text).unwrap();
+        assert!(c.stream(Source::Kafka, "other").is_none());
+        assert!(c.stream(Source::Kafka, "orders").is_some());
+    }
+
+    #[test]
+    fn env_requires_bucket_table_and_queue() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let err =
+            EnvConfig::from_lookup(env(&[("STATE_TABLE", "t"), ("DLQ_URL", "q")])).unwrap_err();
+        assert!(err.to_string().contains("BRONZE_BUCKET"));
+        let ok = EnvConfig::from_lookup(env(&[
+            ("BRONZE_BUCKET", "b"),
+            ("STATE_TABLE", "t"),
+            ("DLQ_URL", "q"),
+            ("BRONZE_PREFIX", "/raw/"),
+        ]))
+        .unwrap();
+        assert_eq!(ok.prefix, "raw");
+        let err = EnvConfig::from_lookup(env(&[
+            ("BRONZE_BUCKET", "b"),
+            ("STATE_TABLE", "t"),
+            ("DLQ_URL", "q"),
+            ("KAFKA_PARTIAL_BATCH_RESPONSE", "yes"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().starts_with("KAFKA_PARTIAL_BATCH_RESPONSE"));
+    }
+}

@@ -1,0 +1,30 @@
+//! # bronze: the source-neutral landing engine
+//!
+//! Lands records from Kafka, Kinesis and Pulsar into the Bronze layer on S3 exactly once,
+//! checkpointing in a DynamoDB state registry and dead-lettering poison records to SQS.
+//! See `docs/landing-contract.md` for the contract this code keeps.
+//!
+//! # Layout
+//! - [`cursor`]: typed cursors with a total order (Kafka offsets, Kinesis sequence numbers).
+//! - [`record`]: source records, partition ids, grouping by partition, the skip decision.
+//! - [`config`]: the function's environment and the per-stream YAML connector file.
+//! - [`bronze`]: Bronze encoding (gzip JSON Lines) and deterministic object keys.
+//! - [`ports`]: small async traits for the outside world: objects, state, dead letters.
+//! - [`aws`]: the S3, DynamoDB and SQS adapters, SDK config and error classification.
+//! - [`memory`]: in-memory adapters with crash injection, for protocol tests.
+//! - [`dlq`]: the dead-letter format.
+//! - [`engine`]: the landing and commit protocol for one partition.
+//! - [`sources`]: Lambda event adapters for Kinesis and Kafka (MSK and self-managed).
+//! - [`telemetry`]: one struct per event, JSON logs and CloudWatch EMF metrics.
+
+pub mod aws;
+pub mod bronze;
+pub mod config;
+pub mod cursor;
+pub mod dlq;
+pub mod engine;
+pub mod memory;
+pub mod ports;
+pub mod record;
+pub mod sources;
+pub mod telemetry;

@@ -1,0 +1,145 @@
+//! The outside world as small async traits: where objects land ([`ObjectStore`]), where
+//! checkpoints and the commit log live ([`StateStore`]) and where dead letters go
+//! ([`DeadLetterQueue`]). AWS adapters are in [`crate::aws`], in-memory ones in
+//! [`crate::memory`].
+
+use crate::record::PartitionId;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// A failure of an outside service, classified once as transient or permanent.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum PortError {
+    /// Control flow: the stored checkpoint was not the one this writer read. Another writer
+    /// (a concurrent or zombie invocation) committed first.
+    #[error("{partition}: checkpoint moved: expected {expected:?}, found {found:?}")]
+    CheckpointMoved {
+        /// The partition.
+        partition: String,
+        /// What this writer read (sortable cursor), `None` for "no checkpoint yet".
+        expected: Option<String>,
+        /// What is stored now.
+        found: Option<String>,
+    },
+    /// Throttling, a 5xx, a timeout or a connection failure that outlasted the SDK's retries.
+    #[error("{operation} {target}: transient failure: {message}")]
+    Transient {
+        /// The operation, e.g. `s3:PutObject`.
+        operation: &'static str,
+        /// What it was applied to (key, partition, queue).
+        target: String,
+        /// The service's message.
+        message: String,
+    },
+    /// A failure retrying cannot fix: missing bucket/table/queue, access denied, bad request.
+    #[error("{operation} {target}: permanent failure: {message}")]
+    Permanent {
+        /// The operation, e.g. `dynamodb:TransactWriteItems`.
+        operation: &'static str,
+        /// What it was applied to.
+        target: String,
+        /// The service's message.
+        message: String,
+    },
+}
+
+impl PortError {
+    /// True when trying again later can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            PortError::Transient { .. } | PortError::CheckpointMoved { .. }
+        )
+    }
+}
+
+/// What a conditional put found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object was written.
+    Created,
+    /// Control flow: an object already exists at the key (`If-None-Match: *` failed).
+    AlreadyExists,
+}
+
+/// Object storage: the Bronze bucket.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// Writes `body` at `key` only if no object exists there (`If-None-Match: *`).
+    async fn put_if_absent(&self, key: &str, body: Vec<u8>) -> Result<PutOutcome, PortError>;
+    /// Writes `body` at `key`, replacing what is there (for deterministic side objects).
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), PortError>;
+    /// Reads an object, `None` when it does not exist.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, PortError>;
+    /// Lists keys under `prefix` that sort after `start_after`, in key order.
+    async fn list_after(&self, prefix: &str, start_after: &str) -> Result<Vec<String>, PortError>;
+    /// Deletes an object (no error when it is already gone).
+    async fn delete(&self, key: &str) -> Result<(), PortError>;
+    /// A URL naming the object, e.g. `s3://bucket/key`, for pointers in dead letters.
+    fn url(&self, key: &str) -> String;
+}
+
+/// The stored checkpoint of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Sortable cursor of the last landed record.
+    pub cursor: String,
+    /// The commit that set this checkpoint.
+    pub last_commit: CommitEntry,
+}
+
+/// One commit-log entry: which object holds which cursor range of a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitEntry {
+    /// Sortable cursor of the first record this commit covers.
+    pub first: String,
+    /// Sortable cursor of the last record this commit covers; the new checkpoint.
+    pub last: String,
+    /// The Bronze object, `None` when every record of the range went to the DLQ.
+    pub object_key: Option<String>,
+    /// Records in the object.
+    pub records: u64,
+    /// Records of the range sent to the DLQ instead.
+    pub dead_lettered: u64,
+    /// Compressed object size.
+    pub object_bytes: u64,
+    /// Sum of the landed payload sizes before encoding.
+    pub payload_bytes: u64,
+    /// The run (Lambda request id) that committed.
+    pub run_id: String,
+    /// Wall-clock commit time, ms since the epoch (metadata only; never part of a key).
+    pub committed_at_ms: i64,
+}
+
+/// The state registry: checkpoints and the commit log, per partition.
+#[async_trait]
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// The current checkpoint (strongly consistent), `None` before the first commit.
+    async fn checkpoint(&self, partition: &PartitionId) -> Result<Option<Checkpoint>, PortError>;
+    /// Atomically appends `entry` to the commit log and moves the checkpoint to `entry.last`,
+    /// only if the stored checkpoint is still `expected` (sortable cursor, `None` = none yet).
+    /// Fails with [`PortError::CheckpointMoved`] otherwise, changing nothing.
+    async fn commit(
+        &self,
+        partition: &PartitionId,
+        expected: Option<&str>,
+        entry: &CommitEntry,
+    ) -> Result<(), PortError>;
+    /// Records a commit-log entry without moving the checkpoint, only if no entry starts at
+    /// `entry.first` yet. Used when batches of one shard interleave (ParallelizationFactor > 1).
+    /// Returns the entry already stored when there is one.
+    async fn log_commit(
+        &self,
+        partition: &PartitionId,
+        entry: &CommitEntry,
+    ) -> Result<Option<CommitEntry>, PortError>;
+    /// The commit log of a partition in cursor order.
+    async fn commit_log(&self, partition: &PartitionId) -> Result<Vec<CommitEntry>, PortError>;
+}
+
+/// The dead-letter queue.
+#[async_trait]
+pub trait DeadLetterQueue: Send + Sync + std::fmt::Debug {
+    /// Sends one serialized dead letter. `dedup_id` is deterministic per source record.
+    async fn send(&self, dedup_id: &str, body: &str) -> Result<(), PortError>;
+}

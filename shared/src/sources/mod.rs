@@ -1,0 +1,173 @@
+//! Lambda event adapters. Each turns an event source mapping's payload into partition batches,
+//! lands them with the [`Lander`], and answers in the form the mapping expects.
+
+pub mod kafka;
+pub mod kinesis;
+
+use crate::aws::{DynamoStateStore, S3ObjectStore, SqsDeadLetterQueue};
+use crate::config::{ConfigError, ConnectorConfig, EnvConfig, StreamSettings};
+use crate::cursor::Cursor;
+use crate::engine::{EngineError, Lander, PartitionOutcome, RunContext};
+use crate::record::{PartitionBatch, PartitionId};
+use crate::telemetry::{BatchReceived, Metrics};
+use futures::StreamExt;
+use std::sync::Arc;
+
+/// Partitions of one event landed at the same time.
+pub const PARTITION_CONCURRENCY: usize = 4;
+
+/// Why an invocation fails as a whole (the mapping then retries the batch).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The event itself is malformed (never the case for events Lambda sends).
+    #[error("malformed {source_kind} event: record {index}: {reason}")]
+    MalformedEvent {
+        /// `kinesis` or `kafka`.
+        source_kind: &'static str,
+        /// Position of the record in the event.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The stream is not in the connector file and unlisted streams are refused.
+    #[error(
+        "{partition}: stream is not listed in the connector config (streams.allow_unlisted is false)"
+    )]
+    UnlistedStream {
+        /// The first partition of that stream in the event.
+        partition: String,
+    },
+    /// Landing failed in a way a retry of the same records cannot fix (missing bucket,
+    /// table or queue, access denied, corrupted state), or a transient failure on a source
+    /// without partial batch responses. Nothing from the named cursors on is committed.
+    #[error("{count} partition(s) not landed; first: {first}")]
+    Landing {
+        /// How many partitions failed.
+        count: usize,
+        /// The first failure.
+        first: EngineError,
+    },
+}
+
+/// Everything a Lambda function needs, built once per execution environment.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The engine.
+    pub lander: Lander,
+    /// Per-stream settings.
+    pub connector: Arc<ConnectorConfig>,
+    /// The environment.
+    pub env: EnvConfig,
+}
+
+impl App {
+    /// Reads the environment and the connector file and builds the AWS clients.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let env = EnvConfig::from_env()?;
+        let connector = env.load_connector()?;
+        let sdk = crate::aws::sdk_config().await;
+        let lander = Lander::new(
+            Arc::new(S3ObjectStore::new(&sdk, &env.bucket)),
+            Arc::new(DynamoStateStore::new(&sdk, &env.state_table)),
+            Arc::new(SqsDeadLetterQueue::new(&sdk, &env.dlq_url)),
+            env.prefix.clone(),
+        );
+        Ok(Self {
+            lander,
+            connector: Arc::new(connector),
+            env,
+        })
+    }
+}
+
+/// One partition's batch with its settings and lag, ready to land.
+#[derive(Debug)]
+pub(crate) struct Prepared<C> {
+    pub(crate) batch: PartitionBatch<C>,
+    pub(crate) settings: StreamSettings,
+    pub(crate) lag_ms: Option<i64>,
+}
+
+/// Looks up the settings of every batch, refusing unlisted streams.
+pub(crate) fn prepare<C: Cursor>(
+    connector: &ConnectorConfig,
+    batches: Vec<PartitionBatch<C>>,
+    lag: impl Fn(&PartitionBatch<C>) -> Option<i64>,
+) -> Result<Vec<Prepared<C>>, SourceError> {
+    batches
+        .into_iter()
+        .map(|batch| {
+            let settings = connector
+                .stream(batch.id.source, &batch.id.stream)
+                .cloned()
+                .ok_or_else(|| SourceError::UnlistedStream {
+                    partition: batch.id.to_string(),
+                })?;
+            let lag_ms = lag(&batch);
+            Ok(Prepared {
+                batch,
+                settings,
+                lag_ms,
+            })
+        })
+        .collect()
+}
+
+/// Lands every partition (a few at a time) and returns the outcomes in input order.
+pub(crate) async fn land_all<C: Cursor>(
+    lander: &Lander,
+    prepared: &[Prepared<C>],
+    run: RunContext<'_>,
+) -> Vec<(PartitionId, PartitionOutcome<C>)> {
+    futures::stream::iter(prepared)
+        .map(|p| async move {
+            BatchReceived {
+                partition: &p.batch.id,
+                records: p.batch.records.len(),
+                lag_ms: p.lag_ms,
+                run_id: run.run_id,
+            }
+            .emit(run.metrics);
+            (
+                p.batch.id.clone(),
+                lander.land(&p.batch, &p.settings, run).await,
+            )
+        })
+        .buffered(PARTITION_CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// Splits outcomes into permanent failures and the transient ones (with their first
+/// unlanded cursor).
+pub(crate) fn failures<C: Cursor>(
+    outcomes: Vec<(PartitionId, PartitionOutcome<C>)>,
+) -> (Vec<EngineError>, Vec<(PartitionId, C, EngineError)>) {
+    let mut permanent = Vec::new();
+    let mut transient = Vec::new();
+    for (id, outcome) in outcomes {
+        if let PartitionOutcome::Failed {
+            first_unlanded,
+            error,
+        } = outcome
+        {
+            if error.is_transient() {
+                transient.push((id, first_unlanded, error));
+            } else {
+                permanent.push(error);
+            }
+        }
+    }
+    (permanent, transient)
+}
+
+/// Milliseconds since the epoch now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Flushes metrics for the invocation, including SDK retries.
+pub fn finish_invocation(metrics: &Metrics) {
+    metrics.add_retries(crate::aws::take_retries());
+    metrics.flush(now_ms());
+}
