@@ -540,3 +540,321 @@ impl Written {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KeyStrategy, PayloadFormat};
+    use crate::cursor::KafkaOffset;
+    use crate::memory::{CrashPoint, Faults, MemoryDlq, MemoryObjectStore, MemoryStateStore};
+    use crate::record::Source;
+    use async_trait::async_trait;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    struct World {
+        faults: Arc<Faults>,
+        objects: Arc<MemoryObjectStore>,
+        state: Arc<MemoryStateStore>,
+        dlq: Arc<MemoryDlq>,
+        lander: Lander,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let faults = Faults::new();
+            let objects = Arc::new(MemoryObjectStore::new(faults.clone()));
+            let state = Arc::new(MemoryStateStore::new(faults.clone()));
+            let dlq = Arc::new(MemoryDlq::new(faults.clone()));
+            let lander = Lander::new(objects.clone(), state.clone(), dlq.clone(), "bronze");
+            Self { faults, objects, state, dlq, lander }
+        }
+
+        /// Reads the committed data the way a reader must: through the commit log.
+        async fn committed(&self, id: &PartitionId) -> Vec<u64> {
+            let mut cursors = Vec::new();
+            for entry in self.state.commit_log(id).await.unwrap() {
+                if let Some(key) = entry.object_key {
+                    let body = self.objects.body(&key).expect("committed object exists");
+                    for line in bronze::read_lines(&body).unwrap() {
+                        cursors.push(line["cursor"].as_str().unwrap().parse::<u64>().unwrap());
+                    }
+                }
+            }
+            cursors
+        }
+    }
+
+    fn settings() -> StreamSettings {
+        StreamSettings {
+            group: None,
+            payload_format: PayloadFormat::Json,
+            key_strategy: KeyStrategy::Raw,
+            parallelization_factor: 1,
+        }
+    }
+
+    fn record(offset: u64, poison: bool) -> Record<KafkaOffset> {
+        Record {
+            cursor: KafkaOffset(offset),
+            key: Some(format!("k{}", offset % 3).into_bytes()),
+            headers: vec![],
+            timestamp_ms: Some(1_700_000_000_000 + offset as i64),
+            payload: Some(if poison { b"not json".to_vec() } else { format!("{{\"n\":{offset}}}").into_bytes() }),
+            defect: None,
+        }
+    }
+
+    fn run_ctx<'a>(metrics: &'a Metrics, run_id: &'a str) -> RunContext<'a> {
+        RunContext { run_id, now_ms: 1_800_000_000_000, metrics }
+    }
+
+    /// One step of the simulated event source mapping.
+    #[derive(Debug, Clone)]
+    struct Step {
+        /// Batch size per partition for this invocation.
+        size: usize,
+        /// Re-deliver from this many records before the ESM's position (at-least-once).
+        rewind: usize,
+        /// Crash plan for this invocation.
+        crash: Option<(u64, bool)>,
+    }
+
+    fn steps() -> impl Strategy<Value = Vec<Step>> {
+        prop::collection::vec(
+            (1usize..12, prop_oneof![4 => Just(0usize), 1 => 1usize..6], prop::option::weighted(0.5, (0u64..9, any::<bool>())))
+                .prop_map(|(size, rewind, crash)| Step { size, rewind, crash }),
+            1..80,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Random batches, random crash points (before or after any side effect), random
+        /// redelivery boundaries: every record is committed exactly once, in order, per
+        /// partition; every poison record reaches the DLQ; the checkpoint is the last cursor.
+        #[test]
+        fn every_record_committed_exactly_once(
+            lengths in prop::collection::vec(1usize..40, 1..4),
+            poison in prop::collection::btree_set(0usize..40, 0..6),
+            plan in steps(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let world = World::new();
+                let s = settings();
+                let partitions: Vec<(PartitionId, Vec<Record<KafkaOffset>>)> = lengths
+                    .iter()
+                    .enumerate()
+                    .map(|(p, &len)| {
+                        let id = PartitionId::new(Source::Kafka, "orders", p.to_string());
+                        // Offsets start at 100 and have gaps, as compacted topics do.
+                        let records = (0..len).map(|i| record(100 + 2 * i as u64, poison.contains(&i))).collect();
+                        (id, records)
+                    })
+                    .collect();
+                let mut pos = vec![0usize; partitions.len()];
+                // After the plan, the world heals: no more crashes, so the stream must drain.
+                let mut plan = plan.into_iter().chain(std::iter::repeat(Step { size: 5, rewind: 0, crash: None }));
+                let mut invocations = 0;
+                while pos.iter().zip(&partitions).any(|(p, (_, r))| *p < r.len()) {
+                    invocations += 1;
+                    prop_assert!(invocations < 2000, "no progress");
+                    let step = plan.next().unwrap();
+                    match step.crash {
+                        Some((at, after)) => world.faults.arm(at, if after { CrashPoint::After } else { CrashPoint::Before }),
+                        None => world.faults.disarm(),
+                    }
+                    let metrics = Metrics::default();
+                    let run_id = format!("run-{invocations}");
+                    let mut results = Vec::new();
+                    for (i, (id, records)) in partitions.iter().enumerate() {
+                        let start = pos[i].saturating_sub(step.rewind);
+                        if start >= records.len() { results.push(None); continue; }
+                        let end = (pos[i] + step.size).min(records.len());
+                        let batch = PartitionBatch { id: id.clone(), records: records[start..end].to_vec() };
+                        let outcome = world.lander.land(&batch, &s, run_ctx(&metrics, &run_id)).await;
+                        results.push(Some((end, outcome)));
+                    }
+                    if world.faults.crashed() {
+                        // The process died: the ESM saw no answer and will retry.
+                        continue;
+                    }
+                    for (i, result) in results.into_iter().enumerate() {
+                        let Some((end, outcome)) = result else { continue };
+                        pos[i] = match outcome {
+                            PartitionOutcome::Landed { .. } | PartitionOutcome::AlreadyLanded { .. } => end.max(pos[i]),
+                            PartitionOutcome::Failed { first_unlanded, .. } => {
+                                partitions[i].1.iter().position(|r| r.cursor == first_unlanded).unwrap()
+                            }
+                        };
+                    }
+                }
+                world.faults.disarm();
+                let letters: BTreeSet<String> = world.dlq.letters().into_iter().map(|(id, _)| id).collect();
+                for (id, records) in &partitions {
+                    let expected: Vec<u64> = records.iter().enumerate().filter(|(i, _)| !poison.contains(i)).map(|(_, r)| r.cursor.0).collect();
+                    prop_assert_eq!(world.committed(id).await, expected, "partition {}", id);
+                    let cp = world.state.checkpoint(id).await.unwrap().unwrap();
+                    prop_assert_eq!(cp.cursor, records.last().unwrap().cursor.sortable());
+                    // The commit log covers the partition without gap or overlap.
+                    let log = world.state.commit_log(id).await.unwrap();
+                    prop_assert_eq!(&log[0].first, &records[0].cursor.sortable());
+                    for pair in log.windows(2) {
+                        let next = records.iter().find(|r| r.cursor.sortable() > pair[0].last).unwrap();
+                        prop_assert_eq!(&pair[1].first, &next.cursor.sortable());
+                    }
+                    for (i, r) in records.iter().enumerate() {
+                        if poison.contains(&i) {
+                            let letter_id = format!("kafka/orders/{}/{}", id.partition, r.cursor);
+                            prop_assert!(letters.contains(&letter_id), "missing dead letter {}", letter_id);
+                        }
+                    }
+                    prop_assert_eq!(log.iter().map(|e| e.dead_lettered).sum::<u64>(), records.iter().enumerate().filter(|(i, _)| poison.contains(i)).count() as u64);
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    /// A state store that serves a stale checkpoint once, as a zombie writer that read it
+    /// before a rebalance would see it.
+    #[derive(Debug)]
+    struct StaleOnce {
+        inner: Arc<MemoryStateStore>,
+        stale: std::sync::Mutex<Option<Option<Checkpoint>>>,
+    }
+
+    #[async_trait]
+    impl StateStore for StaleOnce {
+        async fn checkpoint(&self, p: &PartitionId) -> Result<Option<Checkpoint>, PortError> {
+            if let Some(stale) = self.stale.lock().unwrap().take() {
+                return Ok(stale);
+            }
+            self.inner.checkpoint(p).await
+        }
+        async fn commit(&self, p: &PartitionId, e: Option<&str>, c: &CommitEntry) -> Result<(), PortError> {
+            self.inner.commit(p, e, c).await
+        }
+        async fn log_commit(&self, p: &PartitionId, c: &CommitEntry) -> Result<Option<CommitEntry>, PortError> {
+            self.inner.log_commit(p, c).await
+        }
+        async fn commit_log(&self, p: &PartitionId) -> Result<Vec<CommitEntry>, PortError> {
+            self.inner.commit_log(p).await
+        }
+    }
+
+    #[tokio::test]
+    async fn zombie_writer_is_fenced_and_its_object_swept() {
+        let world = World::new();
+        let s = settings();
+        let metrics = Metrics::default();
+        let id = PartitionId::new(Source::Kafka, "orders", "0");
+        let records: Vec<_> = (0..10).map(|o| record(o, false)).collect();
+        // The new owner lands 0..=5.
+        let owner = PartitionBatch { id: id.clone(), records: records[..6].to_vec() };
+        assert!(matches!(world.lander.land(&owner, &s, run_ctx(&metrics, "owner")).await, PartitionOutcome::Landed { .. }));
+        // The zombie read "no checkpoint" before the owner committed, and lands 0..=3.
+        let zombie_state = Arc::new(StaleOnce { inner: world.state.clone(), stale: std::sync::Mutex::new(Some(None)) });
+        let zombie = Lander::new(world.objects.clone(), zombie_state, world.dlq.clone(), "bronze");
+        let batch = PartitionBatch { id: id.clone(), records: records[..4].to_vec() };
+        let outcome = zombie.land(&batch, &s, run_ctx(&metrics, "zombie")).await;
+        assert!(matches!(outcome, PartitionOutcome::AlreadyLanded { skipped: 4 }), "{outcome:?}");
+        let zombie_key = bronze::object_key("bronze", &id, &KafkaOffset(0), &KafkaOffset(3));
+        assert!(world.objects.body(&zombie_key).is_some(), "zombie wrote its object");
+        assert_eq!(world.committed(&id).await, (0..6).collect::<Vec<_>>(), "the zombie did not overwrite");
+        // A zombie whose range goes beyond the checkpoint must not commit either.
+        let zombie_state = Arc::new(StaleOnce { inner: world.state.clone(), stale: std::sync::Mutex::new(Some(None)) });
+        let zombie = Lander::new(world.objects.clone(), zombie_state, world.dlq.clone(), "bronze");
+        let batch = PartitionBatch { id: id.clone(), records: records[..8].to_vec() };
+        match zombie.land(&batch, &s, run_ctx(&metrics, "zombie")).await {
+            PartitionOutcome::Failed { first_unlanded, error } => {
+                assert_eq!(first_unlanded, KafkaOffset(6));
+                assert!(error.is_transient());
+                assert!(error.to_string().contains("checkpoint moved"), "{error}");
+            }
+            other => panic!("zombie committed: {other:?}"),
+        }
+        assert_eq!(world.committed(&id).await, (0..6).collect::<Vec<_>>());
+        // The owner's next commit sweeps the zombie's uncommittable objects.
+        let next = PartitionBatch { id: id.clone(), records: records[6..].to_vec() };
+        assert!(matches!(world.lander.land(&next, &s, run_ctx(&metrics, "owner")).await, PartitionOutcome::Landed { .. }));
+        assert!(world.objects.body(&zombie_key).is_none(), "orphan swept");
+        assert_eq!(world.committed(&id).await, (0..10).collect::<Vec<_>>());
+        let listed: Vec<_> = world.objects.keys();
+        let logged: Vec<_> = world.state.commit_log(&id).await.unwrap().into_iter().filter_map(|e| e.object_key).collect();
+        assert_eq!(listed, logged, "after the sweep the prefix holds exactly the committed objects");
+    }
+
+    #[tokio::test]
+    async fn permanent_failure_commits_nothing_and_retry_lands_once() {
+        // A store that refuses writes, like a missing bucket.
+        #[derive(Debug)]
+        struct NoBucket;
+        #[async_trait]
+        impl ObjectStore for NoBucket {
+            async fn put_if_absent(&self, key: &str, _: Vec<u8>) -> Result<PutOutcome, PortError> {
+                Err(PortError::Permanent { operation: "s3:PutObject", target: key.into(), message: "NoSuchBucket".into() })
+            }
+            async fn put(&self, key: &str, _: Vec<u8>) -> Result<(), PortError> {
+                Err(PortError::Permanent { operation: "s3:PutObject", target: key.into(), message: "NoSuchBucket".into() })
+            }
+            async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, PortError> { Ok(None) }
+            async fn list_after(&self, _: &str, _: &str) -> Result<Vec<String>, PortError> { Ok(vec![]) }
+            async fn delete(&self, _: &str) -> Result<(), PortError> { Ok(()) }
+            fn url(&self, key: &str) -> String { key.into() }
+        }
+        let world = World::new();
+        let s = settings();
+        let metrics = Metrics::default();
+        let id = PartitionId::new(Source::Kafka, "orders", "0");
+        let batch = PartitionBatch { id: id.clone(), records: (0..5).map(|o| record(o, false)).collect() };
+        let broken = Lander::new(Arc::new(NoBucket), world.state.clone(), world.dlq.clone(), "bronze");
+        match broken.land(&batch, &s, run_ctx(&metrics, "r1")).await {
+            PartitionOutcome::Failed { first_unlanded, error } => {
+                assert_eq!(first_unlanded, KafkaOffset(0));
+                assert!(!error.is_transient());
+                assert!(error.to_string().contains("NoSuchBucket") && error.to_string().contains("kafka/orders/0"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(world.state.checkpoint(&id).await.unwrap().is_none(), "nothing committed");
+        assert_eq!(metrics.stream(Source::Kafka, "orders").errors, 1, "the failure event fired");
+        assert!(matches!(world.lander.land(&batch, &s, run_ctx(&metrics, "r2")).await, PartitionOutcome::Landed { .. }));
+        assert!(matches!(world.lander.land(&batch, &s, run_ctx(&metrics, "r3")).await, PartitionOutcome::AlreadyLanded { skipped: 5 }));
+        assert_eq!(world.committed(&id).await, (0..5).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn interleaved_batches_skip_nothing() {
+        // ParallelizationFactor 2: lanes by key; lane B commits records past lane A's first.
+        let world = World::new();
+        let mut s = settings();
+        s.parallelization_factor = 2;
+        let metrics = Metrics::default();
+        let id = PartitionId::new(Source::Kinesis, "clicks", "shardId-0");
+        let all: Vec<_> = (0..12).map(|o| record(o, false)).collect();
+        let lane = |l: u64| all.iter().filter(|r| r.cursor.0 % 2 == l).cloned().collect::<Vec<_>>();
+        let (a, b) = (lane(0), lane(1));
+        // Lane B first, then lane A: an ordered checkpoint would skip all of lane A.
+        for batch in [&b[..3], &a[..4], &b[3..], &a[4..]] {
+            let batch = PartitionBatch { id: id.clone(), records: batch.to_vec() };
+            assert!(matches!(world.lander.land(&batch, &s, run_ctx(&metrics, "r")).await, PartitionOutcome::Landed { .. }));
+        }
+        // A retry of a committed batch, and of its first half (bisect), lands nothing new.
+        for batch in [&a[..4], &a[..2]] {
+            let batch = PartitionBatch { id: id.clone(), records: batch.to_vec() };
+            assert!(matches!(world.lander.land(&batch, &s, run_ctx(&metrics, "r")).await, PartitionOutcome::AlreadyLanded { .. }));
+        }
+        // A retry that extends a committed batch lands only the new part.
+        let c: Vec<_> = (12..16).map(|o| record(o, false)).collect();
+        let lane_c = PartitionBatch { id: id.clone(), records: c[..2].to_vec() };
+        world.lander.land(&lane_c, &s, run_ctx(&metrics, "r")).await;
+        let longer = PartitionBatch { id: id.clone(), records: c.clone() };
+        assert!(matches!(world.lander.land(&longer, &s, run_ctx(&metrics, "r")).await, PartitionOutcome::Landed { skipped: 2, .. }));
+        let mut landed = world.committed(&id).await;
+        landed.sort();
+        assert_eq!(landed, (0..16).collect::<Vec<_>>());
+    }
+}
