@@ -140,6 +140,16 @@ impl Cursor for SequenceNumber {
     }
 }
 
+/// The display form of a sortable cursor (zero padding removed), for logs.
+pub fn unpad(sortable: &str) -> &str {
+    let trimmed = sortable.trim_start_matches('0');
+    if trimmed.is_empty() && !sortable.is_empty() {
+        "0"
+    } else {
+        trimmed
+    }
+}
+
 /// Checks that `text` is all ASCII digits and returns it without leading zeros.
 fn significant_digits(text: &str) -> Result<&str, CursorError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {

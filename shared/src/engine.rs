@@ -567,7 +567,13 @@ mod tests {
             let state = Arc::new(MemoryStateStore::new(faults.clone()));
             let dlq = Arc::new(MemoryDlq::new(faults.clone()));
             let lander = Lander::new(objects.clone(), state.clone(), dlq.clone(), "bronze");
-            Self { faults, objects, state, dlq, lander }
+            Self {
+                faults,
+                objects,
+                state,
+                dlq,
+                lander,
+            }
         }
 
         /// Reads the committed data the way a reader must: through the commit log.
@@ -600,13 +606,21 @@ mod tests {
             key: Some(format!("k{}", offset % 3).into_bytes()),
             headers: vec![],
             timestamp_ms: Some(1_700_000_000_000 + offset as i64),
-            payload: Some(if poison { b"not json".to_vec() } else { format!("{{\"n\":{offset}}}").into_bytes() }),
+            payload: Some(if poison {
+                b"not json".to_vec()
+            } else {
+                format!("{{\"n\":{offset}}}").into_bytes()
+            }),
             defect: None,
         }
     }
 
     fn run_ctx<'a>(metrics: &'a Metrics, run_id: &'a str) -> RunContext<'a> {
-        RunContext { run_id, now_ms: 1_800_000_000_000, metrics }
+        RunContext {
+            run_id,
+            now_ms: 1_800_000_000_000,
+            metrics,
+        }
     }
 
     /// One step of the simulated event source mapping.
@@ -622,8 +636,16 @@ mod tests {
 
     fn steps() -> impl Strategy<Value = Vec<Step>> {
         prop::collection::vec(
-            (1usize..12, prop_oneof![4 => Just(0usize), 1 => 1usize..6], prop::option::weighted(0.5, (0u64..9, any::<bool>())))
-                .prop_map(|(size, rewind, crash)| Step { size, rewind, crash }),
+            (
+                1usize..12,
+                prop_oneof![4 => Just(0usize), 1 => 1usize..6],
+                prop::option::weighted(0.5, (0u64..9, any::<bool>())),
+            )
+                .prop_map(|(size, rewind, crash)| Step {
+                    size,
+                    rewind,
+                    crash,
+                }),
             1..80,
         )
     }
@@ -734,10 +756,19 @@ mod tests {
             }
             self.inner.checkpoint(p).await
         }
-        async fn commit(&self, p: &PartitionId, e: Option<&str>, c: &CommitEntry) -> Result<(), PortError> {
+        async fn commit(
+            &self,
+            p: &PartitionId,
+            e: Option<&str>,
+            c: &CommitEntry,
+        ) -> Result<(), PortError> {
             self.inner.commit(p, e, c).await
         }
-        async fn log_commit(&self, p: &PartitionId, c: &CommitEntry) -> Result<Option<CommitEntry>, PortError> {
+        async fn log_commit(
+            &self,
+            p: &PartitionId,
+            c: &CommitEntry,
+        ) -> Result<Option<CommitEntry>, PortError> {
             self.inner.log_commit(p, c).await
         }
         async fn commit_log(&self, p: &PartitionId) -> Result<Vec<CommitEntry>, PortError> {
@@ -753,23 +784,67 @@ mod tests {
         let id = PartitionId::new(Source::Kafka, "orders", "0");
         let records: Vec<_> = (0..10).map(|o| record(o, false)).collect();
         // The new owner lands 0..=5.
-        let owner = PartitionBatch { id: id.clone(), records: records[..6].to_vec() };
-        assert!(matches!(world.lander.land(&owner, &s, run_ctx(&metrics, "owner")).await, PartitionOutcome::Landed { .. }));
+        let owner = PartitionBatch {
+            id: id.clone(),
+            records: records[..6].to_vec(),
+        };
+        assert!(matches!(
+            world
+                .lander
+                .land(&owner, &s, run_ctx(&metrics, "owner"))
+                .await,
+            PartitionOutcome::Landed { .. }
+        ));
         // The zombie read "no checkpoint" before the owner committed, and lands 0..=3.
-        let zombie_state = Arc::new(StaleOnce { inner: world.state.clone(), stale: std::sync::Mutex::new(Some(None)) });
-        let zombie = Lander::new(world.objects.clone(), zombie_state, world.dlq.clone(), "bronze");
-        let batch = PartitionBatch { id: id.clone(), records: records[..4].to_vec() };
+        let zombie_state = Arc::new(StaleOnce {
+            inner: world.state.clone(),
+            stale: std::sync::Mutex::new(Some(None)),
+        });
+        let zombie = Lander::new(
+            world.objects.clone(),
+            zombie_state,
+            world.dlq.clone(),
+            "bronze",
+        );
+        let batch = PartitionBatch {
+            id: id.clone(),
+            records: records[..4].to_vec(),
+        };
         let outcome = zombie.land(&batch, &s, run_ctx(&metrics, "zombie")).await;
-        assert!(matches!(outcome, PartitionOutcome::AlreadyLanded { skipped: 4 }), "{outcome:?}");
+        assert!(
+            matches!(outcome, PartitionOutcome::AlreadyLanded { skipped: 4 }),
+            "{outcome:?}"
+        );
         let zombie_key = bronze::object_key("bronze", &id, &KafkaOffset(0), &KafkaOffset(3));
-        assert!(world.objects.body(&zombie_key).is_some(), "zombie wrote its object");
-        assert_eq!(world.committed(&id).await, (0..6).collect::<Vec<_>>(), "the zombie did not overwrite");
+        assert!(
+            world.objects.body(&zombie_key).is_some(),
+            "zombie wrote its object"
+        );
+        assert_eq!(
+            world.committed(&id).await,
+            (0..6).collect::<Vec<_>>(),
+            "the zombie did not overwrite"
+        );
         // A zombie whose range goes beyond the checkpoint must not commit either.
-        let zombie_state = Arc::new(StaleOnce { inner: world.state.clone(), stale: std::sync::Mutex::new(Some(None)) });
-        let zombie = Lander::new(world.objects.clone(), zombie_state, world.dlq.clone(), "bronze");
-        let batch = PartitionBatch { id: id.clone(), records: records[..8].to_vec() };
+        let zombie_state = Arc::new(StaleOnce {
+            inner: world.state.clone(),
+            stale: std::sync::Mutex::new(Some(None)),
+        });
+        let zombie = Lander::new(
+            world.objects.clone(),
+            zombie_state,
+            world.dlq.clone(),
+            "bronze",
+        );
+        let batch = PartitionBatch {
+            id: id.clone(),
+            records: records[..8].to_vec(),
+        };
         match zombie.land(&batch, &s, run_ctx(&metrics, "zombie")).await {
-            PartitionOutcome::Failed { first_unlanded, error } => {
+            PartitionOutcome::Failed {
+                first_unlanded,
+                error,
+            } => {
                 assert_eq!(first_unlanded, KafkaOffset(6));
                 assert!(error.is_transient());
                 assert!(error.to_string().contains("checkpoint moved"), "{error}");
@@ -778,13 +853,32 @@ mod tests {
         }
         assert_eq!(world.committed(&id).await, (0..6).collect::<Vec<_>>());
         // The owner's next commit sweeps the zombie's uncommittable objects.
-        let next = PartitionBatch { id: id.clone(), records: records[6..].to_vec() };
-        assert!(matches!(world.lander.land(&next, &s, run_ctx(&metrics, "owner")).await, PartitionOutcome::Landed { .. }));
+        let next = PartitionBatch {
+            id: id.clone(),
+            records: records[6..].to_vec(),
+        };
+        assert!(matches!(
+            world
+                .lander
+                .land(&next, &s, run_ctx(&metrics, "owner"))
+                .await,
+            PartitionOutcome::Landed { .. }
+        ));
         assert!(world.objects.body(&zombie_key).is_none(), "orphan swept");
         assert_eq!(world.committed(&id).await, (0..10).collect::<Vec<_>>());
         let listed: Vec<_> = world.objects.keys();
-        let logged: Vec<_> = world.state.commit_log(&id).await.unwrap().into_iter().filter_map(|e| e.object_key).collect();
-        assert_eq!(listed, logged, "after the sweep the prefix holds exactly the committed objects");
+        let logged: Vec<_> = world
+            .state
+            .commit_log(&id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| e.object_key)
+            .collect();
+        assert_eq!(
+            listed, logged,
+            "after the sweep the prefix holds exactly the committed objects"
+        );
     }
 
     #[tokio::test]
@@ -795,34 +889,78 @@ mod tests {
         #[async_trait]
         impl ObjectStore for NoBucket {
             async fn put_if_absent(&self, key: &str, _: Vec<u8>) -> Result<PutOutcome, PortError> {
-                Err(PortError::Permanent { operation: "s3:PutObject", target: key.into(), message: "NoSuchBucket".into() })
+                Err(PortError::Permanent {
+                    operation: "s3:PutObject",
+                    target: key.into(),
+                    message: "NoSuchBucket".into(),
+                })
             }
             async fn put(&self, key: &str, _: Vec<u8>) -> Result<(), PortError> {
-                Err(PortError::Permanent { operation: "s3:PutObject", target: key.into(), message: "NoSuchBucket".into() })
+                Err(PortError::Permanent {
+                    operation: "s3:PutObject",
+                    target: key.into(),
+                    message: "NoSuchBucket".into(),
+                })
             }
-            async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, PortError> { Ok(None) }
-            async fn list_after(&self, _: &str, _: &str) -> Result<Vec<String>, PortError> { Ok(vec![]) }
-            async fn delete(&self, _: &str) -> Result<(), PortError> { Ok(()) }
-            fn url(&self, key: &str) -> String { key.into() }
+            async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, PortError> {
+                Ok(None)
+            }
+            async fn list_after(&self, _: &str, _: &str) -> Result<Vec<String>, PortError> {
+                Ok(vec![])
+            }
+            async fn delete(&self, _: &str) -> Result<(), PortError> {
+                Ok(())
+            }
+            fn url(&self, key: &str) -> String {
+                key.into()
+            }
         }
         let world = World::new();
         let s = settings();
         let metrics = Metrics::default();
         let id = PartitionId::new(Source::Kafka, "orders", "0");
-        let batch = PartitionBatch { id: id.clone(), records: (0..5).map(|o| record(o, false)).collect() };
-        let broken = Lander::new(Arc::new(NoBucket), world.state.clone(), world.dlq.clone(), "bronze");
+        let batch = PartitionBatch {
+            id: id.clone(),
+            records: (0..5).map(|o| record(o, false)).collect(),
+        };
+        let broken = Lander::new(
+            Arc::new(NoBucket),
+            world.state.clone(),
+            world.dlq.clone(),
+            "bronze",
+        );
         match broken.land(&batch, &s, run_ctx(&metrics, "r1")).await {
-            PartitionOutcome::Failed { first_unlanded, error } => {
+            PartitionOutcome::Failed {
+                first_unlanded,
+                error,
+            } => {
                 assert_eq!(first_unlanded, KafkaOffset(0));
                 assert!(!error.is_transient());
-                assert!(error.to_string().contains("NoSuchBucket") && error.to_string().contains("kafka/orders/0"), "{error}");
+                assert!(
+                    error.to_string().contains("NoSuchBucket")
+                        && error.to_string().contains("kafka/orders/0"),
+                    "{error}"
+                );
             }
             other => panic!("{other:?}"),
         }
-        assert!(world.state.checkpoint(&id).await.unwrap().is_none(), "nothing committed");
-        assert_eq!(metrics.stream(Source::Kafka, "orders").errors, 1, "the failure event fired");
-        assert!(matches!(world.lander.land(&batch, &s, run_ctx(&metrics, "r2")).await, PartitionOutcome::Landed { .. }));
-        assert!(matches!(world.lander.land(&batch, &s, run_ctx(&metrics, "r3")).await, PartitionOutcome::AlreadyLanded { skipped: 5 }));
+        assert!(
+            world.state.checkpoint(&id).await.unwrap().is_none(),
+            "nothing committed"
+        );
+        assert_eq!(
+            metrics.stream(Source::Kafka, "orders").errors,
+            1,
+            "the failure event fired"
+        );
+        assert!(matches!(
+            world.lander.land(&batch, &s, run_ctx(&metrics, "r2")).await,
+            PartitionOutcome::Landed { .. }
+        ));
+        assert!(matches!(
+            world.lander.land(&batch, &s, run_ctx(&metrics, "r3")).await,
+            PartitionOutcome::AlreadyLanded { skipped: 5 }
+        ));
         assert_eq!(world.committed(&id).await, (0..5).collect::<Vec<_>>());
     }
 
@@ -835,24 +973,50 @@ mod tests {
         let metrics = Metrics::default();
         let id = PartitionId::new(Source::Kinesis, "clicks", "shardId-0");
         let all: Vec<_> = (0..12).map(|o| record(o, false)).collect();
-        let lane = |l: u64| all.iter().filter(|r| r.cursor.0 % 2 == l).cloned().collect::<Vec<_>>();
+        let lane = |l: u64| {
+            all.iter()
+                .filter(|r| r.cursor.0 % 2 == l)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         let (a, b) = (lane(0), lane(1));
         // Lane B first, then lane A: an ordered checkpoint would skip all of lane A.
         for batch in [&b[..3], &a[..4], &b[3..], &a[4..]] {
-            let batch = PartitionBatch { id: id.clone(), records: batch.to_vec() };
-            assert!(matches!(world.lander.land(&batch, &s, run_ctx(&metrics, "r")).await, PartitionOutcome::Landed { .. }));
+            let batch = PartitionBatch {
+                id: id.clone(),
+                records: batch.to_vec(),
+            };
+            assert!(matches!(
+                world.lander.land(&batch, &s, run_ctx(&metrics, "r")).await,
+                PartitionOutcome::Landed { .. }
+            ));
         }
         // A retry of a committed batch, and of its first half (bisect), lands nothing new.
         for batch in [&a[..4], &a[..2]] {
-            let batch = PartitionBatch { id: id.clone(), records: batch.to_vec() };
-            assert!(matches!(world.lander.land(&batch, &s, run_ctx(&metrics, "r")).await, PartitionOutcome::AlreadyLanded { .. }));
+            let batch = PartitionBatch {
+                id: id.clone(),
+                records: batch.to_vec(),
+            };
+            assert!(matches!(
+                world.lander.land(&batch, &s, run_ctx(&metrics, "r")).await,
+                PartitionOutcome::AlreadyLanded { .. }
+            ));
         }
         // A retry that extends a committed batch lands only the new part.
         let c: Vec<_> = (12..16).map(|o| record(o, false)).collect();
-        let lane_c = PartitionBatch { id: id.clone(), records: c[..2].to_vec() };
+        let lane_c = PartitionBatch {
+            id: id.clone(),
+            records: c[..2].to_vec(),
+        };
         world.lander.land(&lane_c, &s, run_ctx(&metrics, "r")).await;
-        let longer = PartitionBatch { id: id.clone(), records: c.clone() };
-        assert!(matches!(world.lander.land(&longer, &s, run_ctx(&metrics, "r")).await, PartitionOutcome::Landed { skipped: 2, .. }));
+        let longer = PartitionBatch {
+            id: id.clone(),
+            records: c.clone(),
+        };
+        assert!(matches!(
+            world.lander.land(&longer, &s, run_ctx(&metrics, "r")).await,
+            PartitionOutcome::Landed { skipped: 2, .. }
+        ));
         let mut landed = world.committed(&id).await;
         landed.sort();
         assert_eq!(landed, (0..16).collect::<Vec<_>>());

@@ -165,7 +165,10 @@ pub async fn handle(
         } else {
             permanent.remove(0)
         };
-        return Err(SourceError::Landing { count, first });
+        return Err(SourceError::Landing {
+            count,
+            first: Box::new(first),
+        });
     }
     Ok(KafkaEventResponse {
         batch_item_failures: transient

@@ -91,7 +91,7 @@ pub async fn handle(
     if !permanent.is_empty() {
         return Err(SourceError::Landing {
             count: permanent.len() + transient.len(),
-            first: permanent.remove(0),
+            first: Box::new(permanent.remove(0)),
         });
     }
     let mut response = KinesisEventResponse::default();

@@ -45,7 +45,7 @@ pub enum SourceError {
         /// How many partitions failed.
         count: usize,
         /// The first failure.
-        first: EngineError,
+        first: Box<EngineError>,
     },
 }
 

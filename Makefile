@@ -1,0 +1,62 @@
+# Streaming connector to the Bronze layer: local stack, build, run and test.
+# Every setting below can be overridden from the environment (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+MOTO_PORT ?= 5055
+LAMBDA_PORT ?= 9000
+export MOTO_PORT LAMBDA_PORT
+export AWS_ENDPOINT_URL ?= http://127.0.0.1:$(MOTO_PORT)
+export AWS_REGION ?= us-east-1
+export AWS_ACCESS_KEY_ID ?= testing
+export AWS_SECRET_ACCESS_KEY ?= testing
+export BRONZE_BUCKET ?= bronze-local
+export STATE_TABLE ?= bronze-state-local
+export DLQ_NAME ?= bronze-dlq-local
+export BRONZE_PREFIX ?= bronze
+export CONNECTOR_CONFIG ?= $(CURDIR)/config/connector.yaml
+# Outside the checkout, so a fresh clone (CI) reuses earlier builds.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/bronze-connector/target
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help venv build stack-up stack-down run invoke-local test lint bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed ## Install moto and cargo-lambda into .venv
+
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+build: ## Build both Lambda functions as `cargo lambda watch` runs them
+	cargo build --bin kinesis-consumer
+	cargo build --bin kafka-consumer
+
+stack-up: venv ## Start moto on 127.0.0.1:$MOTO_PORT and create the bucket, table and queue
+	$(VENV)/bin/python scripts/stack.py up
+
+stack-down: ## Stop moto
+	$(VENV)/bin/python scripts/stack.py down
+
+run: venv build ## Main job: fresh local stack, invoke both functions with every sample event, print the results
+	scripts/run-local.sh
+
+invoke-local: run ## Alias of run
+
+test: venv ## Every test: format, clippy, unit, property and integration tests on a fresh local stack
+	scripts/test.sh
+
+lint: ## cargo fmt --check and clippy -D warnings
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+bench: ## Landing benchmark (see BENCHMARKS.md)
+	cargo bench -p bronze-shared --bench landing
+
+clean: stack-down
+	rm -rf .stack

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The main job on the local stack: start a fresh moto, serve both functions with
+# `cargo lambda watch`, invoke them with every sample event in events/, then print the landed
+# objects, the checkpoints and commit log, and the dead letters. The stack stays up for
+# inspection; `make stack-down` stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=.venv/bin/python
+
+"$py" scripts/stack.py down >/dev/null
+"$py" scripts/stack.py up
+queue_url="${AWS_ENDPOINT_URL}/123456789012/${DLQ_NAME}"
+
+mkdir -p .stack
+log=.stack/watch.log
+setsid cargo lambda watch --ignore-changes -A 127.0.0.1 -P "$LAMBDA_PORT" \
+  --env-var "BRONZE_BUCKET=${BRONZE_BUCKET},STATE_TABLE=${STATE_TABLE},DLQ_URL=${queue_url},BRONZE_PREFIX=${BRONZE_PREFIX},CONNECTOR_CONFIG=${CONNECTOR_CONFIG}" \
+  >"$log" 2>&1 &
+watch_pid=$!
+trap 'kill -TERM -- "-$watch_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 600); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$LAMBDA_PORT") 2>/dev/null && break
+  kill -0 "$watch_pid" 2>/dev/null || { cat "$log"; exit 1; }
+  sleep 0.2
+done
+
+invoke() {
+  local fn=$1 file=$2
+  printf '\n>> cargo lambda invoke %s --data-file %s\n' "$fn" "$file"
+  cargo lambda invoke -A 127.0.0.1 -P "$LAMBDA_PORT" --data-file "$file" "$fn" || true
+  echo
+}
+for f in events/kinesis*.json; do invoke kinesis-consumer "$f"; done
+for f in events/msk*.json events/self-managed-kafka*.json; do invoke kafka-consumer "$f"; done
+echo
+echo ">> replaying events/kinesis.json and events/msk.json: nothing new may land"
+invoke kinesis-consumer events/kinesis.json
+invoke kafka-consumer events/msk.json
+echo
+"$py" scripts/stack.py inspect
+echo
+echo "Function logs: $log. The stack is still up on ${AWS_ENDPOINT_URL}; stop it with 'make stack-down'."
