@@ -30,8 +30,13 @@ invoke() {
   cargo lambda invoke -A 127.0.0.1 -P "$LAMBDA_PORT" --data-file "$file" "$fn" || true
   echo
 }
-for f in events/kinesis*.json; do invoke kinesis-consumer "$f"; done
-for f in events/msk*.json events/self-managed-kafka*.json; do invoke kafka-consumer "$f"; done
+# In stream order: each *-poison.json continues where its sample event ends.
+invoke kinesis-consumer events/kinesis.json
+invoke kinesis-consumer events/kinesis-poison.json
+for f in msk self-managed-kafka; do
+  invoke kafka-consumer "events/$f.json"
+  invoke kafka-consumer "events/$f-poison.json"
+done
 echo
 echo ">> replaying events/kinesis.json and events/msk.json: nothing new may land"
 invoke kinesis-consumer events/kinesis.json
