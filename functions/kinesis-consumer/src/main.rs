@@ -15,7 +15,7 @@ async fn main() -> Result<(), Error> {
             let metrics = Metrics::default();
             let result = kinesis::handle(
                 app,
-                &event.payload,
+                event.payload,
                 &event.context.request_id,
                 sources::now_ms(),
                 &metrics,

@@ -104,7 +104,7 @@ pub(crate) fn land(event_bytes: &[u8]) -> (usize, usize) {
     use bronze::config::{KeyStrategy, PayloadFormat, StreamSettings};
     let event: aws_lambda_events::event::kinesis::KinesisEvent =
         serde_json::from_slice(event_bytes).unwrap();
-    let batches = bronze::sources::kinesis::to_batches(&event).unwrap();
+    let batches = bronze::sources::kinesis::to_batches(event).unwrap();
     let settings = StreamSettings {
         group: None,
         payload_format: PayloadFormat::Json,

@@ -45,7 +45,7 @@ pub struct KafkaEventResponse {
 
 /// Turns an event into partition batches. A key or value that is not valid base64 makes the
 /// record poison (it goes to the DLQ with the undecoded text), never a silent drop.
-pub fn to_batches(event: &KafkaEvent) -> Result<Vec<PartitionBatch<KafkaOffset>>, SourceError> {
+pub fn to_batches(event: KafkaEvent) -> Result<Vec<PartitionBatch<KafkaOffset>>, SourceError> {
     if let Some(source) = event.event_source.as_deref() {
         if source != "aws:kafka" && source != "SelfManagedKafka" {
             return Err(SourceError::MalformedEvent {
@@ -56,8 +56,8 @@ pub fn to_batches(event: &KafkaEvent) -> Result<Vec<PartitionBatch<KafkaOffset>>
         }
     }
     // The records map has no defined order; sort by its key so processing is deterministic.
-    let mut groups: Vec<_> = event.records.iter().collect();
-    groups.sort_by(|a, b| a.0.cmp(b.0));
+    let mut groups: Vec<_> = event.records.into_iter().collect();
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
     let mut records = Vec::new();
     let mut index = 0;
     for (group_key, group) in groups {
@@ -140,7 +140,7 @@ fn newest_record_age(batch: &PartitionBatch<KafkaOffset>, now_ms: i64) -> Option
 /// Handles one MSK or self-managed Kafka event.
 pub async fn handle(
     app: &App,
-    event: &KafkaEvent,
+    event: KafkaEvent,
     run_id: &str,
     now_ms: i64,
     metrics: &Metrics,
@@ -194,7 +194,7 @@ mod tests {
             include_str!("../../../events/self-managed-kafka.json"),
         ] {
             let event: KafkaEvent = serde_json::from_str(text).unwrap();
-            let batches = to_batches(&event).unwrap();
+            let batches = to_batches(event).unwrap();
             assert!(batches.len() >= 3, "several topics and partitions");
             let topics: std::collections::BTreeSet<_> =
                 batches.iter().map(|b| b.id.stream.clone()).collect();
@@ -220,7 +220,7 @@ mod tests {
     fn bad_base64_value_becomes_a_defect_not_a_drop() {
         let text = r#"{"eventSource":"aws:kafka","records":{"t-0":[{"topic":"t","partition":0,"offset":5,"timestamp":1700000000000,"timestampType":"CREATE_TIME","key":null,"value":"!!!not base64","headers":[]}]}}"#;
         let event: KafkaEvent = serde_json::from_str(text).unwrap();
-        let batches = to_batches(&event).unwrap();
+        let batches = to_batches(event).unwrap();
         let r = &batches[0].records[0];
         assert!(
             r.defect

@@ -19,16 +19,15 @@ pub fn stream_name(arn: &str) -> Option<&str> {
 }
 
 /// Turns an event into partition batches, keeping each record's arrival time for lag.
-pub fn to_batches(
-    event: &KinesisEvent,
-) -> Result<Vec<PartitionBatch<SequenceNumber>>, SourceError> {
+/// Takes the event by value so payloads move into the records instead of being copied.
+pub fn to_batches(event: KinesisEvent) -> Result<Vec<PartitionBatch<SequenceNumber>>, SourceError> {
     let malformed = |index: usize, reason: String| SourceError::MalformedEvent {
         source_kind: "kinesis",
         index,
         reason,
     };
     let mut records = Vec::with_capacity(event.records.len());
-    for (index, r) in event.records.iter().enumerate() {
+    for (index, r) in event.records.into_iter().enumerate() {
         let shard = r
             .event_id
             .as_deref()
@@ -50,10 +49,10 @@ pub fn to_batches(
             PartitionId::new(Source::Kinesis, stream, shard),
             Record {
                 cursor,
-                key: Some(r.kinesis.partition_key.clone().into_bytes()),
+                key: Some(r.kinesis.partition_key.into_bytes()),
                 headers: Vec::new(),
                 timestamp_ms: Some(r.kinesis.approximate_arrival_timestamp.0.timestamp_millis()),
-                payload: Some(r.kinesis.data.0.clone()),
+                payload: Some(r.kinesis.data.0),
                 defect: None,
             },
         ));
@@ -74,7 +73,7 @@ fn iterator_age(batch: &PartitionBatch<SequenceNumber>, now_ms: i64) -> Option<i
 /// Handles one Kinesis event.
 pub async fn handle(
     app: &App,
-    event: &KinesisEvent,
+    event: KinesisEvent,
     run_id: &str,
     now_ms: i64,
     metrics: &Metrics,
@@ -126,7 +125,7 @@ mod tests {
     fn sample_event_groups_by_shard() {
         let event: KinesisEvent =
             serde_json::from_str(include_str!("../../../events/kinesis.json")).unwrap();
-        let batches = to_batches(&event).unwrap();
+        let batches = to_batches(event).unwrap();
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].id.stream, "clickstream");
         assert!(batches[0].id.partition.starts_with("shardId-"));
