@@ -21,7 +21,7 @@ export CONNECTOR_CONFIG ?= $(CURDIR)/config/connector.yaml
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bronze-connector/target
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv build stack-up stack-down run invoke-local test lint bench clean
+.PHONY: help venv build stack-up stack-down run invoke-local test lint bench validate-template package clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -54,6 +54,12 @@ test: venv ## Every test: format, clippy, unit, property and integration tests o
 lint: ## cargo fmt --check and clippy -D warnings
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+validate-template: venv ## Validate template.yaml offline: cfn-lint (serverless rules) and SAM translation tests
+	scripts/validate-template.sh
+
+package: venv ## Build the arm64 Lambda zips (cargo-lambda + Zig) and check they are aarch64 executables
+	scripts/package.sh
 
 bench: ## Landing benchmark (see BENCHMARKS.md)
 	cargo bench -p bronze-shared --bench landing

@@ -9,6 +9,9 @@ echo "== format and lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== template.yaml, offline"
+scripts/validate-template.sh
+
 echo "== build the functions as cargo lambda watch runs them"
 cargo build --bin kinesis-consumer
 cargo build --bin kafka-consumer

@@ -123,21 +123,6 @@ impl Lander {
         }
     }
 
-    /// The key prefix objects land under.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// The state store (for status and audits).
-    pub fn state(&self) -> &Arc<dyn StateStore> {
-        &self.state
-    }
-
-    /// The object store (for readers and audits).
-    pub fn objects(&self) -> &Arc<dyn ObjectStore> {
-        &self.objects
-    }
-
     /// Lands one partition's records (in cursor order) and reports what happened.
     /// Telemetry events are emitted for every outcome.
     pub async fn land<C: Cursor>(

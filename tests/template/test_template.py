@@ -1,0 +1,1106 @@
+"""Offline checks of the SAM deployment (template.yaml, samconfig.toml).
+
+The template is translated with aws-sam-translator exactly as CloudFormation's
+AWS::Serverless transform would (after `sam package` has replaced `CodeUri: .` with an S3
+location). The translator keeps `Conditions` and `Fn::If` as they are, so `render()` below then
+plays CloudFormation's part for one set of parameter values: it checks the values against the
+parameter constraints, evaluates the Rules and Conditions, drops resources whose condition is
+false and resolves `Fn::If`, `AWS::NoValue`, parameter `Ref`s and the string functions. What is
+asserted is the stack that those parameters would create.
+
+No AWS account, network or Docker is used.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+SAMCONFIG = ROOT / "samconfig.toml"
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+STACK = "bronze"
+
+KINESIS_ARN = f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/clickstream"
+MSK_ARN = f"arn:aws:kafka:{REGION}:{ACCOUNT}:cluster/bronze-msk/6357e0b2-0e6a-4b86-a0b4-70df934c2e31-5"
+SECRET_ARN = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:AmazonMSK_bronze-AbCdEf"
+KMS_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+SUBNETS = "subnet-0123456789abcdef0,subnet-0fedcba9876543210"
+SECURITY_GROUPS = "sg-0123456789abcdef0"
+
+# Every source, the runner and the endpoints. MSK with IAM auth, Kafka in on-demand mode.
+ALL = {
+    "KinesisStreamArn": KINESIS_ARN,
+    "MskClusterArn": MSK_ARN,
+    "MskTopics": "orders,payments",
+    "SelfManagedBootstrapServers": "b-1.kafka.example.com:9096,b-2.kafka.example.com:9096",
+    "SelfManagedTopics": "inventory",
+    "SelfManagedAuth": "SASL_SCRAM_512",
+    "SaslSecretArn": SECRET_ARN,
+    "VpcSubnetIds": SUBNETS,
+    "VpcSecurityGroupIds": SECURITY_GROUPS,
+    "RunnerImageUri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/streaming-connector:1.0.0",
+    "RunnerScalingStream": "orders",
+    "CreateVpcEndpoints": "true",
+    "VpcId": "vpc-0123456789abcdef0",
+    "PrivateRouteTableIds": "rtb-0123456789abcdef0,rtb-0fedcba9876543210",
+    "AlarmEmail": "data-platform@example.com",
+}
+# The other branch of every switch: MSK SASL/SCRAM, a KMS key, provisioned Kafka pollers.
+ALL_SCRAM_KMS_PROVISIONED = {
+    **ALL,
+    "MskAuth": "SASL_SCRAM_512",
+    "SaslSecretKmsKeyArn": KMS_ARN,
+    "KmsKeyArn": KMS_ARN,
+    "KafkaMinimumPollers": "1",
+    "KafkaMaximumPollers": "4",
+}
+KINESIS_ONLY = {"KinesisStreamArn": KINESIS_ARN}
+MSK_ONLY = {"MskClusterArn": MSK_ARN, "MskTopics": "orders"}
+SELF_MANAGED_ONLY = {
+    "SelfManagedBootstrapServers": "broker.example.com:9096",
+    "SelfManagedTopics": "inventory",
+    "SaslSecretArn": SECRET_ARN,
+}
+RUNNER_ONLY = {
+    "RunnerImageUri": ALL["RunnerImageUri"],
+    "RunnerScalingStream": "orders",
+    "VpcSubnetIds": SUBNETS,
+    "VpcSecurityGroupIds": SECURITY_GROUPS,
+}
+
+ESM = "AWS::Lambda::EventSourceMapping"
+KAFKA_MAPPINGS = [f"MskMapping{i}" for i in range(4)] + [f"SelfManagedMapping{i}" for i in range(4)]
+
+
+# ------------------------------------------------------------------------------ translation
+
+
+class StubManagedPolicyLoader:
+    """Stands in for samtranslator's ManagedPolicyLoader (which lists policies through IAM)."""
+
+    POLICIES = {
+        "AWSLambdaBasicExecutionRole": "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+        "AWSXrayWriteOnlyAccess": "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+        "AWSLambdaKinesisExecutionRole": "arn:aws:iam::aws:policy/service-role/AWSLambdaKinesisExecutionRole",
+        "AWSLambdaMSKExecutionRole": "arn:aws:iam::aws:policy/service-role/AWSLambdaMSKExecutionRole",
+    }
+
+    def load(self) -> dict[str, str]:
+        return dict(self.POLICIES)
+
+
+def load_source() -> dict[str, Any]:
+    return yaml_parse(TEMPLATE.read_text())
+
+
+def translate(source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SAM -> CloudFormation, as the transform does after `sam package`."""
+    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
+    template = copy.deepcopy(source if source is not None else load_source())
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            assert resource["Properties"]["CodeUri"] == ".", "CodeUri must be the workspace root"
+            resource["Properties"]["CodeUri"] = "s3://sam-artifacts/bronze/0123456789abcdef"
+    return transform(
+        template,
+        {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws"},
+        StubManagedPolicyLoader(),
+    )
+
+
+@pytest.fixture(scope="module")
+def source() -> dict[str, Any]:
+    return load_source()
+
+
+@pytest.fixture(scope="module")
+def translated() -> dict[str, Any]:
+    return translate()
+
+
+# ------------------------------------------------------------------------------ rendering
+
+NO_VALUE = object()
+
+
+class Unresolved(Exception):
+    """A value that only exists at deploy time (a resource attribute)."""
+
+
+def parameter_values(template: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
+    unknown = set(overrides) - set(template["Parameters"])
+    assert not unknown, f"not template parameters: {sorted(unknown)}"
+    values: dict[str, Any] = {}
+    for name, spec in template["Parameters"].items():
+        raw = overrides.get(name, spec.get("Default"))
+        assert raw is not None, f"parameter {name} has no default and no value"
+        raw = str(raw)
+        check_parameter(name, spec, raw)
+        values[name] = raw.split(",") if spec["Type"] == "CommaDelimitedList" else raw
+    values.update(
+        {
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": "aws",
+            "AWS::StackName": STACK,
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+    )
+    return values
+
+
+def check_parameter(name: str, spec: dict[str, Any], raw: str) -> None:
+    """CloudFormation's parameter constraints (AllowedValues, AllowedPattern, Min/MaxValue)."""
+    if "AllowedValues" in spec:
+        assert raw in [str(v) for v in spec["AllowedValues"]], f"{name}={raw!r} not allowed"
+    if "AllowedPattern" in spec:
+        items = raw.split(",") if spec["Type"] == "CommaDelimitedList" else [raw]
+        for item in items:
+            assert re.fullmatch(spec["AllowedPattern"], item), f"{name}={item!r} fails AllowedPattern"
+    if spec["Type"] == "Number":
+        number = float(raw)
+        if "MinValue" in spec:
+            assert number >= float(spec["MinValue"]), f"{name}={raw} below MinValue"
+        if "MaxValue" in spec:
+            assert number <= float(spec["MaxValue"]), f"{name}={raw} above MaxValue"
+
+
+class Renderer:
+    def __init__(self, template: dict[str, Any], overrides: dict[str, str]):
+        self.template = template
+        self.params = parameter_values(template, overrides)
+        self.conditions: dict[str, bool] = {}
+
+    # -- conditions
+    def condition(self, name: str) -> bool:
+        if name not in self.conditions:
+            self.conditions[name] = self.truth(self.template["Conditions"][name])
+        return self.conditions[name]
+
+    def truth(self, node: Any) -> bool:
+        if isinstance(node, bool):
+            return node
+        ((fn, arg),) = node.items()
+        if fn == "Condition":
+            return self.condition(arg)
+        if fn == "Fn::Equals":
+            left, right = (self.value(v) for v in arg)
+            return str(left) == str(right)
+        if fn == "Fn::Not":
+            return not self.truth(arg[0])
+        if fn == "Fn::And":
+            return all(self.truth(c) for c in arg)
+        if fn == "Fn::Or":
+            return any(self.truth(c) for c in arg)
+        if fn == "Fn::EachMemberEquals":  # Rules only
+            members, expected = self.value(arg[0]), self.value(arg[1])
+            return all(m == expected for m in members)
+        raise AssertionError(f"unsupported condition function {fn}")
+
+    # -- values (strict: everything must resolve)
+    def value(self, node: Any) -> Any:
+        resolved = self.resolve(node)
+        if _contains_intrinsic(resolved):
+            raise Unresolved(json.dumps(resolved))
+        return resolved
+
+    # -- resolution (lenient: resource references stay as they are)
+    def resolve(self, node: Any) -> Any:
+        if isinstance(node, list):
+            items = [self.resolve(v) for v in node]
+            return [v for v in items if v is not NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            ((fn, arg),) = node.items()
+            if fn == "Ref":
+                if arg == "AWS::NoValue":
+                    return NO_VALUE
+                return copy.deepcopy(self.params[arg]) if arg in self.params else node
+            if fn == "Fn::If":
+                cond, yes, no = arg
+                return self.resolve(yes if self.condition(cond) else no)
+            if fn == "Fn::Join":
+                sep, items = arg[0], self.resolve(arg[1])
+                if isinstance(items, list) and all(isinstance(i, str) for i in items):
+                    return sep.join(items)
+                return {fn: [sep, items]}
+            if fn == "Fn::Split":
+                sep, src = arg[0], self.resolve(arg[1])
+                return src.split(sep) if isinstance(src, str) else {fn: [sep, src]}
+            if fn == "Fn::Select":
+                index, items = self.resolve(arg[0]), self.resolve(arg[1])
+                if isinstance(items, list):
+                    # CloudFormation fails the deployment on an index out of range.
+                    return items[int(index)]
+                return {fn: [index, items]}
+            if fn == "Fn::Sub":
+                return self.sub(arg)
+            if fn == "Fn::FindInMap":
+                name, top, second = (self.resolve(a) for a in arg)
+                return self.template["Mappings"][name][top][second]
+        out = {}
+        for key, value in node.items():
+            resolved = self.resolve(value)
+            if resolved is not NO_VALUE:
+                out[key] = resolved
+        return out
+
+    def sub(self, arg: Any) -> Any:
+        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+        variables = {k: self.resolve(v) for k, v in variables.items()}
+        unresolved = False
+
+        def replace(match: re.Match[str]) -> str:
+            nonlocal unresolved
+            name = match.group(1)
+            value = variables.get(name, self.params.get(name))
+            if isinstance(value, str):
+                return value
+            unresolved = True
+            return match.group(0)
+
+        result = re.sub(r"\$\{([^}!]+)\}", replace, text)
+        if unresolved:
+            return {"Fn::Sub": result if not variables else [result, variables]}
+        return result
+
+    # -- the stack
+    def stack(self) -> dict[str, Any]:
+        resources = {}
+        for name, resource in self.template["Resources"].items():
+            if "Condition" in resource and not self.condition(resource["Condition"]):
+                continue
+            resources[name] = self.resolve(resource)
+        outputs = {
+            name: self.resolve(output)
+            for name, output in self.template.get("Outputs", {}).items()
+            if "Condition" not in output or self.condition(output["Condition"])
+        }
+        return {"Resources": resources, "Outputs": outputs}
+
+    def failed_rules(self) -> list[str]:
+        failed = []
+        for name, rule in self.template.get("Rules", {}).items():
+            if "RuleCondition" in rule and not self.truth(rule["RuleCondition"]):
+                continue
+            for assertion in rule["Assertions"]:
+                if not self.truth(assertion["Assert"]):
+                    failed.append(name)
+        return failed
+
+
+def _contains_intrinsic(node: Any) -> bool:
+    if isinstance(node, list):
+        return any(_contains_intrinsic(v) for v in node)
+    if isinstance(node, dict):
+        if len(node) == 1 and next(iter(node)) in ("Ref", "Condition") or any(k.startswith("Fn::") for k in node):
+            return True
+        return any(_contains_intrinsic(v) for v in node.values())
+    return False
+
+
+def render(translated: dict[str, Any], overrides: dict[str, str]) -> dict[str, Any]:
+    renderer = Renderer(translated, overrides)
+    assert renderer.failed_rules() == [], "these parameters would be refused by the template Rules"
+    return renderer.stack()
+
+
+def of_type(stack: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in stack["Resources"].items() if v["Type"] == type_}
+
+
+def props(stack: dict[str, Any], name: str) -> dict[str, Any]:
+    return stack["Resources"][name]["Properties"]
+
+
+# ------------------------------------------------------------------------------ IAM predicate
+
+DATA_SERVICES = {"s3", "dynamodb", "sqs", "kinesis", "secretsmanager", "kms", "kafka-cluster"}
+
+
+def is_data_action(action: str) -> bool:
+    """A data action: its service is one of DATA_SERVICES and its verb is not List*/Describe*
+    (for kafka-cluster, Connect is not one either). Wildcards count as data actions unless
+    they are confined to List*/Describe* (`s3:*`, `kms:Get*` and `*` are data actions)."""
+    if action.strip() == "*":
+        return True
+    service, _, verb = action.partition(":")
+    service, verb = service.strip().lower(), verb.strip().lower()
+    if service not in DATA_SERVICES:
+        return False
+    if verb.startswith("list") or verb.startswith("describe"):
+        return False
+    if service == "kafka-cluster" and verb == "connect":
+        return False
+    return True
+
+
+def _strings(node: Any) -> Iterator[Any]:
+    """Every literal a value can take, through all Fn::If branches; other intrinsics as is."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+    elif isinstance(node, dict) and "Fn::If" in node:
+        for branch in node["Fn::If"][1:]:
+            yield from _strings(branch)
+    elif isinstance(node, dict) and node == {"Ref": "AWS::NoValue"}:
+        return
+    else:
+        yield node
+
+
+def _statements(node: Any) -> Iterator[dict[str, Any]]:
+    """Statements of a Statement value, through all Fn::If branches."""
+    for item in _strings(node):
+        if isinstance(item, dict):
+            yield item
+
+
+def statement_violations(statement: dict[str, Any]) -> list[str]:
+    """Why an Allow statement grants a data action on every resource ([] when it does not)."""
+    if statement.get("Effect", "Allow") != "Allow":
+        return []
+    if "NotAction" in statement or "NotResource" in statement:
+        return [f"Allow with NotAction/NotResource: {statement}"]
+    resources = list(_strings(statement.get("Resource", [])))
+    if "*" not in resources:
+        return []
+    actions = [a for a in _strings(statement.get("Action", [])) if isinstance(a, str)]
+    return [f"{a} on Resource '*'" for a in actions if is_data_action(a)]
+
+
+def policy_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(owner, statement) for every identity-policy statement of the template."""
+    for name, resource in template["Resources"].items():
+        properties = resource.get("Properties", {})
+        documents = []
+        if resource["Type"] == "AWS::IAM::Role":
+            for policy in _statements(properties.get("Policies", [])):
+                documents.append(policy.get("PolicyDocument", {}))
+        elif resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            documents.append(properties.get("PolicyDocument", {}))
+        for document in documents:
+            for statement in _statements(document.get("Statement", [])):
+                yield name, statement
+
+
+def wildcard_violations(template: dict[str, Any]) -> list[str]:
+    return [
+        f"{owner}: {problem}"
+        for owner, statement in policy_statements(template)
+        for problem in statement_violations(statement)
+    ]
+
+
+# ================================================================================== tests
+
+
+class TestDataActionPredicate:
+    @pytest.mark.parametrize(
+        "statement",
+        [
+            {"Action": "s3:PutObject", "Resource": "*"},
+            {"Effect": "Allow", "Action": ["s3:*"], "Resource": ["*"]},
+            {"Effect": "Allow", "Action": "*", "Resource": "*"},
+            {"Effect": "Allow", "Action": ["kinesis:GetRecords"], "Resource": ["arn:aws:kinesis:x", "*"]},
+            {"Effect": "Allow", "Action": "dynamodb:TransactWriteItems", "Resource": "*"},
+            {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"},
+            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"},
+            {"Effect": "Allow", "Action": "kafka-cluster:ReadData", "Resource": "*"},
+            {"Effect": "Allow", "Action": "SQS:SendMessage", "Resource": "*"},
+            {"Effect": "Allow", "Action": "s3:Get*", "Resource": "*"},
+            {"Effect": "Allow", "Action": "s3:PutObject", "Resource": {"Fn::If": ["C", "*", "arn:aws:s3:::b/*"]}},
+            {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"},
+        ],
+    )
+    def test_flags_data_actions_on_every_resource(self, statement):
+        assert statement_violations(statement)
+
+    @pytest.mark.parametrize(
+        "statement",
+        [
+            {"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::bronze/bronze/*"},
+            {"Effect": "Allow", "Action": ["ec2:CreateNetworkInterface", "ec2:DescribeVpcs"], "Resource": "*"},
+            {"Effect": "Allow", "Action": "kafka-cluster:Connect", "Resource": "*"},
+            {"Effect": "Allow", "Action": "kafka-cluster:DescribeGroup", "Resource": "*"},
+            {"Effect": "Allow", "Action": "kinesis:ListStreams", "Resource": "*"},
+            {"Effect": "Allow", "Action": "s3:ListAllMyBuckets", "Resource": "*"},
+            {"Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*"},
+            {"Effect": "Deny", "Action": "s3:*", "Resource": "*"},
+        ],
+    )
+    def test_leaves_other_statements_alone(self, statement):
+        assert statement_violations(statement) == []
+
+    def test_finds_a_violation_injected_into_a_function_policy(self, source):
+        # Through SAM's generated role and both branches of an Fn::If.
+        broken = copy.deepcopy(source)
+        statements = broken["Resources"]["KafkaConsumerFunction"]["Properties"]["Policies"][1]["Statement"]
+        statements.append(
+            {
+                "Fn::If": [
+                    "HasMsk",
+                    {"Ref": "AWS::NoValue"},
+                    {"Effect": "Allow", "Action": ["kinesis:GetRecords"], "Resource": "*"},
+                ]
+            }
+        )
+        problems = wildcard_violations(translate(broken))
+        assert problems == ["KafkaConsumerFunctionRole: kinesis:GetRecords on Resource '*'"]
+
+
+class TestLeastPrivilege:
+    def test_no_data_action_on_every_resource_in_any_branch(self, translated):
+        statements = list(policy_statements(translated))
+        assert len(statements) > 20, "the walker must see the roles' statements"
+        assert wildcard_violations(translated) == []
+
+    @pytest.mark.parametrize("overrides", [ALL, ALL_SCRAM_KMS_PROVISIONED, KINESIS_ONLY, MSK_ONLY, SELF_MANAGED_ONLY])
+    def test_no_data_action_on_every_resource_once_deployed(self, translated, overrides):
+        assert wildcard_violations(render(translated, overrides)) == []
+
+    def test_wildcard_resources_only_for_actions_without_resource_scoping(self, translated):
+        allowed = {
+            "ec2:CreateNetworkInterface",
+            "ec2:DeleteNetworkInterface",
+            "ec2:DescribeNetworkInterfaces",
+            "ec2:DescribeSecurityGroups",
+            "ec2:DescribeSubnets",
+            "ec2:DescribeVpcs",
+            "ecr:GetAuthorizationToken",
+            "cloudwatch:PutMetricData",
+        }
+        for owner, statement in policy_statements(translated):
+            if "*" in list(_strings(statement.get("Resource", []))):
+                actions = set(_strings(statement["Action"]))
+                assert actions <= allowed, f"{owner}: {actions - allowed} on '*'"
+                if "cloudwatch:PutMetricData" in actions:
+                    assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": "BronzeConnector"}}
+
+    def test_every_action_exists_in_iam(self, translated):
+        # cfn-lint ships the IAM service authorization reference; an action missing from it is
+        # refused by IAM Access Analyzer and grants nothing (e.g. "dynamodb:TransactWriteItems").
+        import cfnlint.data.AdditionalSpecs as specs
+
+        reference = json.loads((Path(specs.__file__).parent / "Policies.json").read_text())
+        actions = {a for _, s in policy_statements(translated) for a in _strings(s.get("Action", [])) if isinstance(a, str)}
+        assert len(actions) > 30
+        unknown = []
+        for action in sorted(actions):
+            service, _, verb = action.lower().partition(":")
+            known = reference.get(service, {}).get("Actions", {})
+            pattern = re.compile(re.escape(verb).replace(r"\*", ".*") + "$")
+            if not any(pattern.match(k) for k in known):
+                unknown.append(action)
+        assert unknown == []
+
+    def test_no_broad_managed_policies(self, translated):
+        allowed = {
+            "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+            "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+        }
+        roles = of_type(translated, "AWS::IAM::Role")
+        assert {"KinesisConsumerFunctionRole", "KafkaConsumerFunctionRole", "RunnerTaskRole"} <= set(roles)
+        for name, role in roles.items():
+            for arn in role["Properties"].get("ManagedPolicyArns", []):
+                if isinstance(arn, dict):
+                    assert arn == {"Ref": "LandingAccessPolicy"}, name
+                else:
+                    assert arn in allowed, f"{name} attaches {arn}"
+
+    def test_landing_policy_is_scoped_to_the_created_resources(self, translated):
+        statements = {
+            s["Sid"]: s
+            for _, s in policy_statements(translated)
+            if s.get("Sid") in {"BronzeObjects", "BronzeListUnderPrefix", "StateRegistry", "DeadLetters"}
+        }
+        objects = statements["BronzeObjects"]
+        assert set(objects["Action"]) == {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}
+        assert objects["Resource"] == {"Fn::Sub": "${BronzeBucket.Arn}/${BronzePrefix}/*"}
+        listing = statements["BronzeListUnderPrefix"]
+        assert listing["Action"] == "s3:ListBucket"
+        assert listing["Resource"] == {"Fn::GetAtt": ["BronzeBucket", "Arn"]}
+        assert listing["Condition"] == {"StringLike": {"s3:prefix": {"Fn::Sub": "${BronzePrefix}/*"}}}
+        table = statements["StateRegistry"]
+        assert set(table["Action"]) == {
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:Query",
+            "dynamodb:ConditionCheckItem",  # with PutItem, what TransactWriteItems is authorized by
+        }
+        assert table["Resource"] == {"Fn::GetAtt": ["StateTable", "Arn"]}
+        assert statements["DeadLetters"]["Action"] == "sqs:SendMessage"
+        assert statements["DeadLetters"]["Resource"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+
+    def test_source_permissions_are_scoped(self, translated):
+        by_sid: dict[str, list[dict[str, Any]]] = {}
+        for owner, statement in policy_statements(translated):
+            by_sid.setdefault(statement.get("Sid", ""), []).append(statement)
+        (stream,) = by_sid["ReadStream"]
+        assert stream["Resource"] == {"Ref": "KinesisStreamArn"}
+        assert set(stream["Action"]) == {
+            "kinesis:DescribeStream",
+            "kinesis:DescribeStreamSummary",
+            "kinesis:GetRecords",
+            "kinesis:GetShardIterator",
+            "kinesis:ListShards",
+        }
+        for sasl in by_sid["SaslCredentials"] + by_sid["InjectSaslSecret"]:
+            assert sasl["Action"] == "secretsmanager:GetSecretValue"
+            assert sasl["Resource"] == {"Ref": "SaslSecretArn"}
+        for failure in by_sid["MappingOnFailure"]:
+            assert failure["Resource"] == {"Fn::GetAtt": ["MappingFailureQueue", "Arn"]}
+
+    def test_msk_iam_permissions_name_the_cluster_group_and_topics(self, translated):
+        stack = render(translated, ALL)
+        statements = {
+            (owner, s["Sid"]): s for owner, s in policy_statements(stack) if s.get("Sid", "").startswith("Msk")
+        }
+        cluster_path = "bronze-msk/6357e0b2-0e6a-4b86-a0b4-70df934c2e31-5"
+        prefix = f"arn:aws:kafka:{REGION}:{ACCOUNT}:"
+        assert statements[("KafkaConsumerFunctionRole", "MskConnect")]["Resource"] == MSK_ARN
+        assert statements[("KafkaConsumerFunctionRole", "MskConsumerGroups")]["Resource"] == (
+            f"{prefix}group/{cluster_path}/bronze-connector-msk-*"
+        )
+        assert statements[("KafkaConsumerFunctionRole", "MskTopics")]["Resource"] == [
+            f"{prefix}topic/{cluster_path}/orders",
+            f"{prefix}topic/{cluster_path}/payments",
+        ]
+        assert statements[("RunnerTaskRole", "MskTopics")]["Resource"] == [
+            f"{prefix}topic/{cluster_path}/orders",
+            f"{prefix}topic/{cluster_path}/payments",
+        ]
+        # With SASL/SCRAM the kafka-cluster permissions are not granted at all.
+        scram = render(translated, ALL_SCRAM_KMS_PROVISIONED)
+        actions = {a for _, s in policy_statements(scram) for a in _strings(s["Action"])}
+        assert not any(a.startswith("kafka-cluster:") for a in actions)
+
+    def test_kms_permissions_only_with_a_key(self, translated):
+        def kms_statements(stack):
+            return [s for _, s in policy_statements(stack) if any(str(a).startswith("kms:") for a in _strings(s["Action"]))]
+
+        assert kms_statements(render(translated, ALL)) == []
+        with_key = kms_statements(render(translated, ALL_SCRAM_KMS_PROVISIONED))
+        assert with_key and all(s["Resource"] == KMS_ARN for s in with_key)
+
+
+class TestFunctions:
+    def test_built_with_cargo_lambda_from_the_workspace(self, source):
+        functions = {k: v for k, v in source["Resources"].items() if v["Type"] == "AWS::Serverless::Function"}
+        assert set(functions) == {"KinesisConsumerFunction", "KafkaConsumerFunction"}
+        for name, binary in [("KinesisConsumerFunction", "kinesis-consumer"), ("KafkaConsumerFunction", "kafka-consumer")]:
+            function = functions[name]
+            assert function["Properties"]["CodeUri"] == "."
+            assert function["Metadata"] == {"BuildMethod": "rust-cargolambda", "BuildProperties": {"Binary": binary}}
+            cargo = (ROOT / "functions" / binary / "Cargo.toml").read_text()
+            assert f'name = "{binary}"' in cargo, f"no crate builds the binary {binary}"
+
+    def test_runtime_architecture_handler(self, translated):
+        functions = of_type(translated, "AWS::Lambda::Function")
+        assert set(functions) == {"KinesisConsumerFunction", "KafkaConsumerFunction"}
+        for name, function in functions.items():
+            p = function["Properties"]
+            assert p["Runtime"] == "provided.al2023", name
+            assert p["Architectures"] == ["arm64"], name
+            assert p["Handler"] == "bootstrap", name
+            assert 512 <= p["MemorySize"] <= 10240, name
+            assert 60 <= p["Timeout"] <= 900, name
+            assert p["TracingConfig"] == {"Mode": "Active"}, name
+
+    def test_environment_is_wired_to_the_created_resources(self, translated):
+        stack = render(translated, ALL)
+        for name in ("KinesisConsumerFunction", "KafkaConsumerFunction"):
+            env = props(stack, name)["Environment"]["Variables"]
+            assert env["BRONZE_BUCKET"] == {"Ref": "BronzeBucket"}
+            assert env["STATE_TABLE"] == {"Ref": "StateTable"}
+            assert env["DLQ_URL"] == {"Ref": "DeadLetterQueue"}  # Ref of a queue is its URL
+            assert env["BRONZE_PREFIX"] == "bronze"
+            assert env["RUST_LOG"] == "info"
+        assert stack["Resources"]["BronzeBucket"]["Type"] == "AWS::S3::Bucket"
+        assert stack["Resources"]["StateTable"]["Type"] == "AWS::DynamoDB::Table"
+        assert stack["Resources"]["DeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
+        assert "KAFKA_PARTIAL_BATCH_RESPONSE" not in props(stack, "KinesisConsumerFunction")["Environment"]["Variables"]
+
+    @pytest.mark.parametrize("overrides, expected", [(ALL, "false"), (ALL_SCRAM_KMS_PROVISIONED, "true")])
+    def test_kafka_partial_batch_response_follows_the_mappings(self, translated, overrides, expected):
+        stack = render(translated, overrides)
+        env = props(stack, "KafkaConsumerFunction")["Environment"]["Variables"]
+        assert env["KAFKA_PARTIAL_BATCH_RESPONSE"] == expected
+        kafka = [m for n, m in of_type(stack, ESM).items() if n != "KinesisMapping"]
+        assert len(kafka) == 3
+        for mapping in kafka:
+            reports = mapping["Properties"].get("FunctionResponseTypes") == ["ReportBatchItemFailures"]
+            assert reports == (expected == "true")
+
+    def test_log_groups_with_retention_exist_before_the_mappings(self, translated):
+        stack = render(translated, ALL)
+        for function, group in [("KinesisConsumerFunction", "KinesisConsumerLogGroup"), ("KafkaConsumerFunction", "KafkaConsumerLogGroup")]:
+            p = props(stack, group)
+            assert p["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}
+            assert p["RetentionInDays"] == "30"
+        for name, mapping in of_type(stack, ESM).items():
+            expected = "KinesisConsumerLogGroup" if name == "KinesisMapping" else "KafkaConsumerLogGroup"
+            depends_on = mapping["DependsOn"]
+            assert expected in (depends_on if isinstance(depends_on, list) else [depends_on]), name
+
+
+class TestMappings:
+    def test_kinesis_mapping(self, translated):
+        raw = props(translated, "KinesisMapping")
+        assert raw["ParallelizationFactor"] == {"Ref": "ParallelizationFactor"}
+        assert raw["MaximumRetryAttempts"] == {"Ref": "MaximumRetryAttempts"}
+        assert raw["MaximumRecordAgeInSeconds"] == {"Ref": "MaximumRecordAgeInSeconds"}
+        assert raw["BatchSize"] == {"Ref": "BatchSize"}
+        assert raw["MaximumBatchingWindowInSeconds"] == {"Ref": "MaximumBatchingWindowInSeconds"}
+        assert raw["BisectBatchOnFunctionError"] is True
+        assert raw["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert raw["StartingPosition"] == "TRIM_HORIZON"
+        assert raw["EventSourceArn"] == {"Ref": "KinesisStreamArn"}
+        assert raw["FunctionName"] == {"Ref": "KinesisConsumerFunction"}
+        assert raw["DestinationConfig"] == {"OnFailure": {"Destination": {"Fn::GetAtt": ["MappingFailureQueue", "Arn"]}}}
+
+        deployed = props(render(translated, {**KINESIS_ONLY, "ParallelizationFactor": "4", "MaximumRetryAttempts": "20"}), "KinesisMapping")
+        assert deployed["ParallelizationFactor"] == "4"
+        assert deployed["MaximumRetryAttempts"] == "20"
+        assert deployed["MaximumRecordAgeInSeconds"] == "-1"
+        assert deployed["EventSourceArn"] == KINESIS_ARN
+
+    def test_parallelization_factor_defaults_to_one(self, source):
+        assert source["Parameters"]["ParallelizationFactor"]["Default"] == 1
+
+    def test_msk_mappings_use_iam_by_default(self, translated):
+        stack = render(translated, ALL)
+        msk = {n: m["Properties"] for n, m in of_type(stack, ESM).items() if n.startswith("Msk")}
+        assert set(msk) == {"MskMapping0", "MskMapping1"}
+        assert [msk[n]["Topics"] for n in sorted(msk)] == [["orders"], ["payments"]]
+        for name, p in msk.items():
+            assert p["EventSourceArn"] == MSK_ARN
+            assert "SourceAccessConfigurations" not in p, "IAM auth has no SourceAccessConfigurations"
+            assert p["StartingPosition"] == "TRIM_HORIZON"
+            assert p["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["MappingFailureQueue", "Arn"]}
+            assert p["FunctionName"] == {"Ref": "KafkaConsumerFunction"}
+            # On-demand mode: Lambda refuses the retry settings, so they are absent.
+            for key in ("MaximumRetryAttempts", "MaximumRecordAgeInSeconds", "BisectBatchOnFunctionError", "ProvisionedPollerConfig"):
+                assert key not in p, f"{name}.{key}"
+        assert msk["MskMapping0"]["AmazonManagedKafkaEventSourceConfig"] == {"ConsumerGroupId": "bronze-connector-msk-orders"}
+
+    def test_msk_sasl_scram_and_provisioned_retries(self, translated):
+        stack = render(translated, ALL_SCRAM_KMS_PROVISIONED)
+        for name in ("MskMapping0", "MskMapping1"):
+            p = props(stack, name)
+            assert p["SourceAccessConfigurations"] == [{"Type": "SASL_SCRAM_512_AUTH", "URI": SECRET_ARN}]
+            assert p["ProvisionedPollerConfig"] == {"MinimumPollers": "1", "MaximumPollers": "4"}
+            assert p["MaximumRetryAttempts"] == "-1"
+            assert p["MaximumRecordAgeInSeconds"] == "-1"
+            assert p["BisectBatchOnFunctionError"] is True
+            assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+            assert "DestinationConfig" in p
+
+    @pytest.mark.parametrize(
+        "auth, type_",
+        [("SASL_PLAIN", "BASIC_AUTH"), ("SASL_SCRAM_256", "SASL_SCRAM_256_AUTH"), ("SASL_SCRAM_512", "SASL_SCRAM_512_AUTH")],
+    )
+    def test_self_managed_mapping(self, translated, auth, type_):
+        stack = render(translated, {**ALL, "SelfManagedAuth": auth})
+        p = props(stack, "SelfManagedMapping0")
+        assert "SelfManagedMapping1" not in stack["Resources"]
+        assert p["SelfManagedEventSource"] == {
+            "Endpoints": {"KafkaBootstrapServers": ["b-1.kafka.example.com:9096", "b-2.kafka.example.com:9096"]}
+        }
+        assert p["Topics"] == ["inventory"]
+        assert p["SourceAccessConfigurations"] == [
+            {"Type": type_, "URI": SECRET_ARN},
+            {"Type": "VPC_SUBNET", "URI": "subnet:subnet-0123456789abcdef0"},
+            {"Type": "VPC_SUBNET", "URI": "subnet:subnet-0fedcba9876543210"},
+            {"Type": "VPC_SECURITY_GROUP", "URI": "security_group:sg-0123456789abcdef0"},
+        ]
+        assert p["SelfManagedKafkaEventSourceConfig"] == {"ConsumerGroupId": "bronze-connector-kafka-inventory"}
+        assert p["DestinationConfig"]["OnFailure"]["Destination"] == {"Fn::GetAtt": ["MappingFailureQueue", "Arn"]}
+        assert p["StartingPosition"] == "TRIM_HORIZON"
+
+    def test_self_managed_on_public_brokers_has_no_vpc_entries(self, translated):
+        stack = render(translated, SELF_MANAGED_ONLY)
+        p = props(stack, "SelfManagedMapping0")
+        assert p["SourceAccessConfigurations"] == [{"Type": "SASL_SCRAM_512_AUTH", "URI": SECRET_ARN}]
+        # Public brokers: the pollers need no ENIs, so the role gets no EC2 permissions.
+        sids = {s.get("Sid") for owner, s in policy_statements(stack) if owner == "KafkaConsumerFunctionRole"}
+        assert "SaslCredentials" in sids
+        assert "PollerNetworkInterfaces" not in sids
+
+    def test_every_topic_slot_and_unique_consumer_groups(self, translated):
+        stack = render(
+            translated,
+            {**ALL, "MskTopics": "a,b,c,d", "SelfManagedTopics": "a,b,c,d", "VpcSubnetIds": "subnet-01,subnet-02,subnet-03,subnet-04"},
+        )
+        mappings = {n: m["Properties"] for n, m in of_type(stack, ESM).items() if n != "KinesisMapping"}
+        assert set(mappings) == set(KAFKA_MAPPINGS)
+        groups = [
+            (p.get("AmazonManagedKafkaEventSourceConfig") or p["SelfManagedKafkaEventSourceConfig"])["ConsumerGroupId"]
+            for p in mappings.values()
+        ]
+        assert len(set(groups)) == 8, "Lambda requires a distinct consumer group per Kafka mapping"
+        assert sorted(p["Topics"][0] for n, p in mappings.items() if n.startswith("Msk")) == ["a", "b", "c", "d"]
+        subnets = [c for c in mappings["SelfManagedMapping3"]["SourceAccessConfigurations"] if c["Type"] == "VPC_SUBNET"]
+        assert len(subnets) == 4
+        assert "ErrorAtMostFourTopicsPerKafkaSource" not in stack["Resources"]
+
+    @pytest.mark.parametrize("key", ["MskTopics", "SelfManagedTopics"])
+    def test_a_fifth_topic_fails_the_deployment(self, translated, key):
+        stack = render(translated, {**ALL, key: "a,b,c,d,e"})
+        guard = stack["Resources"]["ErrorAtMostFourTopicsPerKafkaSource"]
+        assert guard["Type"] == "AWS::CloudFormation::WaitCondition"
+        assert guard["Properties"]["Timeout"] == "1"
+
+
+class TestSourceSelection:
+    """Only what the parameters switch on is deployed."""
+
+    @pytest.mark.parametrize(
+        "overrides, mappings, functions, runner",
+        [
+            (KINESIS_ONLY, {"KinesisMapping"}, {"KinesisConsumerFunction"}, False),
+            (MSK_ONLY, {"MskMapping0"}, {"KafkaConsumerFunction"}, False),
+            (SELF_MANAGED_ONLY, {"SelfManagedMapping0"}, {"KafkaConsumerFunction"}, False),
+            (RUNNER_ONLY, set(), set(), True),
+            ({**KINESIS_ONLY, **MSK_ONLY}, {"KinesisMapping", "MskMapping0"}, {"KinesisConsumerFunction", "KafkaConsumerFunction"}, False),
+            (
+                ALL,
+                {"KinesisMapping", "MskMapping0", "MskMapping1", "SelfManagedMapping0"},
+                {"KinesisConsumerFunction", "KafkaConsumerFunction"},
+                True,
+            ),
+            ({}, set(), set(), False),
+        ],
+    )
+    def test_sources(self, translated, overrides, mappings, functions, runner):
+        stack = render(translated, overrides)
+        assert set(of_type(stack, ESM)) == mappings
+        assert set(of_type(stack, "AWS::Lambda::Function")) == functions
+        ecs = [r for r in stack["Resources"].values() if r["Type"].startswith(("AWS::ECS::", "AWS::ApplicationAutoScaling::"))]
+        assert bool(ecs) == runner
+        assert ("RunnerService" in stack["Resources"]) == runner
+        # Storage, queues and alarms on the queues exist in every deployment.
+        always = {"BronzeBucket", "StateTable", "DeadLetterQueue", "MappingFailureQueue", "LandingErrorsAlarm"}
+        assert always <= set(stack["Resources"])
+
+    def test_only_kinesis(self, translated):
+        stack = render(translated, KINESIS_ONLY)
+        assert set(of_type(stack, ESM)) == {"KinesisMapping"}
+        assert not [n for n in stack["Resources"] if n.startswith(("Msk", "SelfManaged", "Kafka", "Runner"))]
+        assert not of_type(stack, "AWS::ECS::Service")
+        assert not of_type(stack, "AWS::EC2::VPCEndpoint")
+        assert not of_type(stack, "AWS::CloudFormation::WaitCondition")
+        assert set(stack["Outputs"]) == {
+            "BronzeBucketName",
+            "StateTableName",
+            "DeadLetterQueueUrl",
+            "MappingFailureQueueUrl",
+            "AlarmTopicArn",
+            "DashboardName",
+            "KinesisConsumerFunctionArn",
+        }
+
+    @pytest.mark.parametrize(
+        "overrides, rule",
+        [
+            ({"MskClusterArn": MSK_ARN}, "MskNeedsTopics"),
+            ({**MSK_ONLY, "MskAuth": "SASL_SCRAM_512"}, "MskScramNeedsSecret"),
+            ({"SelfManagedBootstrapServers": "broker.example.com:9096", "SelfManagedTopics": "t"}, "SelfManagedNeedsTopicsAndSecret"),
+            ({"RunnerImageUri": "img:1", "RunnerScalingStream": "orders"}, "RunnerNeedsNetworkAndScalingStream"),
+            ({**RUNNER_ONLY, "RunnerScalingStream": ""}, "RunnerNeedsNetworkAndScalingStream"),
+            ({"CreateVpcEndpoints": "true", "VpcSubnetIds": SUBNETS}, "EndpointsNeedNetwork"),
+        ],
+    )
+    def test_incomplete_parameters_are_refused(self, translated, overrides, rule):
+        assert rule in Renderer(translated, overrides).failed_rules()
+
+    @pytest.mark.parametrize(
+        "name, value",
+        [
+            ("KinesisStreamArn", "clickstream"),
+            ("MskClusterArn", f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/x"),
+            ("BronzePrefix", "/bronze/"),
+            ("ParallelizationFactor", "11"),
+            ("MskAuth", "SASL_PLAIN"),
+            ("KmsKeyArn", "alias/bronze"),
+        ],
+    )
+    def test_invalid_parameter_values_are_refused(self, translated, name, value):
+        with pytest.raises(AssertionError):
+            parameter_values(translated, {name: value})
+
+
+class TestStorage:
+    def test_bucket(self, translated):
+        stack = render(translated, ALL)
+        bucket = stack["Resources"]["BronzeBucket"]
+        p = bucket["Properties"]
+        assert bucket["DeletionPolicy"] == "Retain"
+        assert p["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }
+        assert p["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+        assert p["VersioningConfiguration"] == {"Status": "Enabled"}
+        assert p["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
+            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+        ]
+        rules = [r for r in p["LifecycleConfiguration"]["Rules"] if r["Status"] == "Enabled"]
+        noncurrent = [r["NoncurrentVersionExpiration"] for r in rules if "NoncurrentVersionExpiration" in r]
+        assert noncurrent == [{"NoncurrentDays": "30"}]
+        multipart = [r["AbortIncompleteMultipartUpload"] for r in rules if "AbortIncompleteMultipartUpload" in r]
+        assert multipart == [{"DaysAfterInitiation": 7}]
+
+    def test_bucket_with_kms_key(self, translated):
+        p = props(render(translated, ALL_SCRAM_KMS_PROVISIONED), "BronzeBucket")
+        assert p["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
+            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KMS_ARN}, "BucketKeyEnabled": True}
+        ]
+
+    def test_bucket_policy_denies_insecure_transport(self, translated):
+        p = props(render(translated, ALL), "BronzeBucketPolicy")
+        assert p["Bucket"] == {"Ref": "BronzeBucket"}
+        tls = [s for s in p["PolicyDocument"]["Statement"] if s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}]
+        assert len(tls) == 1
+        assert tls[0]["Effect"] == "Deny" and tls[0]["Principal"] == "*" and tls[0]["Action"] == "s3:*"
+        assert tls[0]["Resource"] == [{"Fn::GetAtt": ["BronzeBucket", "Arn"]}, {"Fn::Sub": "${BronzeBucket.Arn}/*"}]
+
+    def test_state_table(self, translated):
+        table = render(translated, ALL)["Resources"]["StateTable"]
+        p = table["Properties"]
+        assert table["DeletionPolicy"] == "Retain"
+        assert sorted(map(tuple, (d.values() for d in p["AttributeDefinitions"]))) == [("pk", "S"), ("sk", "S")]
+        assert p["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]
+        assert p["BillingMode"] == "PAY_PER_REQUEST"
+        assert p["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert p["SSESpecification"] == {"SSEEnabled": True}
+        assert p["DeletionProtectionEnabled"] is True
+        with_key = props(render(translated, ALL_SCRAM_KMS_PROVISIONED), "StateTable")
+        assert with_key["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": KMS_ARN}
+
+    @pytest.mark.parametrize("queue", ["DeadLetterQueue", "MappingFailureQueue"])
+    def test_queues(self, translated, queue):
+        p = props(render(translated, ALL), queue)
+        assert p["MessageRetentionPeriod"] == 1209600 == 14 * 24 * 3600
+        assert p["SqsManagedSseEnabled"] is True and "KmsMasterKeyId" not in p
+        with_key = props(render(translated, ALL_SCRAM_KMS_PROVISIONED), queue)
+        assert with_key["KmsMasterKeyId"] == KMS_ARN and "SqsManagedSseEnabled" not in with_key
+
+    def test_queue_policy_denies_insecure_transport(self, translated):
+        p = props(render(translated, ALL), "QueuesTlsOnlyPolicy")
+        assert p["Queues"] == [{"Ref": "DeadLetterQueue"}, {"Ref": "MappingFailureQueue"}]
+        (statement,) = p["PolicyDocument"]["Statement"]
+        assert statement["Effect"] == "Deny" and statement["Principal"] == "*"
+        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        assert statement["Resource"] == [
+            {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+            {"Fn::GetAtt": ["MappingFailureQueue", "Arn"]},
+        ]
+
+
+class TestRunner:
+    def test_task_definition(self, translated):
+        stack = render(translated, ALL)
+        p = props(stack, "RunnerTaskDefinition")
+        assert p["RuntimePlatform"] == {"CpuArchitecture": "ARM64", "OperatingSystemFamily": "LINUX"}
+        assert p["NetworkMode"] == "awsvpc" and p["RequiresCompatibilities"] == ["FARGATE"]
+        assert p["ExecutionRoleArn"] == {"Fn::GetAtt": ["RunnerExecutionRole", "Arn"]}
+        assert p["TaskRoleArn"] == {"Fn::GetAtt": ["RunnerTaskRole", "Arn"]}
+        (container,) = p["ContainerDefinitions"]
+        assert container["Name"] == "streaming-connector"
+        assert container["Image"] == ALL["RunnerImageUri"]
+        assert container["Command"] == ["run", "--config", "/etc/connector/connector.yaml"]
+        assert container["StopTimeout"] == 120
+        assert container["Secrets"] == [
+            {"Name": "KAFKA_SASL_USERNAME", "ValueFrom": f"{SECRET_ARN}:username::"},
+            {"Name": "KAFKA_SASL_PASSWORD", "ValueFrom": f"{SECRET_ARN}:password::"},
+        ]
+        env = {e["Name"]: e["Value"] for e in container["Environment"]}
+        assert env["BRONZE_BUCKET"] == {"Ref": "BronzeBucket"} and env["DLQ_URL"] == {"Ref": "DeadLetterQueue"}
+        assert {"BRONZE_BUCKET", "STATE_TABLE", "DLQ_URL", "BRONZE_PREFIX", "RUST_LOG"} <= set(env)
+        assert container["PortMappings"][0]["ContainerPort"] == 9898
+        assert "9898/healthz" in " ".join(container["HealthCheck"]["Command"])
+        log = container["LogConfiguration"]
+        assert log["LogDriver"] == "awslogs" and log["Options"]["awslogs-group"] == {"Ref": "RunnerLogGroup"}
+        assert props(stack, "RunnerLogGroup")["RetentionInDays"] == "30"
+
+    def test_no_secrets_without_a_secret(self, translated):
+        overrides = {k: v for k, v in ALL.items() if not k.startswith(("SelfManaged", "Sasl"))}
+        (container,) = props(render(translated, overrides), "RunnerTaskDefinition")["ContainerDefinitions"]
+        assert "Secrets" not in container
+
+    def test_service_cluster_and_autoscaling(self, translated):
+        stack = render(translated, ALL)
+        cluster = props(stack, "RunnerCluster")
+        assert {"Name": "containerInsights", "Value": "enabled"} in cluster["ClusterSettings"]
+        service = props(stack, "RunnerService")
+        assert service["LaunchType"] == "FARGATE"
+        assert service["DesiredCount"] == "1"
+        assert service["NetworkConfiguration"]["AwsvpcConfiguration"] == {
+            "AssignPublicIp": "DISABLED",
+            "Subnets": SUBNETS.split(","),
+            "SecurityGroups": SECURITY_GROUPS.split(","),
+        }
+        target = props(stack, "RunnerScalableTarget")
+        assert target["ScalableDimension"] == "ecs:service:DesiredCount"
+        assert target["ResourceId"] == {"Fn::Sub": "service/${RunnerCluster}/${RunnerService.Name}"}
+        policy = props(stack, "RunnerLagScalingPolicy")
+        assert policy["PolicyType"] == "TargetTrackingScaling"
+        config = policy["TargetTrackingScalingPolicyConfiguration"]
+        assert config["TargetValue"] == "60000"
+        assert config["CustomizedMetricSpecification"] == {
+            "Namespace": "BronzeConnector",
+            "MetricName": "OffsetLagMilliseconds",
+            "Dimensions": [{"Name": "Source", "Value": "kafka"}, {"Name": "Stream", "Value": "orders"}],
+            "Statistic": "Maximum",
+        }
+
+
+class TestNetwork:
+    def test_vpc_endpoints(self, translated):
+        stack = render(translated, ALL)
+        endpoints = {
+            e["Properties"]["ServiceName"].removeprefix(f"com.amazonaws.{REGION}."): e["Properties"]
+            for e in of_type(stack, "AWS::EC2::VPCEndpoint").values()
+        }
+        assert len(endpoints) == len(of_type(stack, "AWS::EC2::VPCEndpoint")) == 11
+        for gateway in ("s3", "dynamodb"):
+            assert endpoints[gateway]["VpcEndpointType"] == "Gateway"
+            assert endpoints[gateway]["RouteTableIds"] == ALL["PrivateRouteTableIds"].split(",")
+        interfaces = {k for k, v in endpoints.items() if v["VpcEndpointType"] == "Interface"}
+        assert {"kinesis-streams", "sqs", "secretsmanager", "logs"} <= interfaces
+        assert {"lambda", "sts", "ecr.api", "ecr.dkr", "monitoring"} <= interfaces
+        for name in interfaces:
+            e = endpoints[name]
+            assert e["PrivateDnsEnabled"] is True
+            assert e["SubnetIds"] == SUBNETS.split(",")
+            assert e["SecurityGroupIds"] == SECURITY_GROUPS.split(",")
+            assert e["VpcId"] == ALL["VpcId"]
+
+    def test_no_endpoints_unless_asked(self, translated):
+        assert not of_type(render(translated, {**ALL, "CreateVpcEndpoints": "false"}), "AWS::EC2::VPCEndpoint")
+
+
+class TestMonitoring:
+    def test_alarms(self, translated):
+        stack = render(translated, ALL)
+        alarms = of_type(stack, "AWS::CloudWatch::Alarm")
+        by_metric = {}
+        for name, alarm in alarms.items():
+            p = alarm["Properties"]
+            assert p["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+            if "MetricName" in p:
+                by_metric.setdefault((p["Namespace"], p["MetricName"]), []).append(p)
+        (iterator_age,) = by_metric[("AWS/Lambda", "IteratorAge")]
+        assert iterator_age["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "KinesisConsumerFunction"}}]
+        (offset_lag,) = by_metric[("AWS/Lambda", "OffsetLag")]
+        assert offset_lag["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "KafkaConsumerFunction"}}]
+        errors = {p["Dimensions"][0]["Value"]["Ref"] for p in by_metric[("AWS/Lambda", "Errors")]}
+        assert errors == {"KinesisConsumerFunction", "KafkaConsumerFunction"}
+        queues = {p["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for p in by_metric[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]}
+        assert queues == {"DeadLetterQueue", "MappingFailureQueue"}
+        (landing,) = [a["Properties"] for a in alarms.values() if "Metrics" in a["Properties"]]
+        (query,) = landing["Metrics"]
+        assert re.fullmatch(r"SELECT SUM\(Errors\) FROM SCHEMA\(\"?BronzeConnector\"?, ?Source, ?Stream\)", query["Expression"])
+
+    def test_alarm_topic_email_is_optional(self, translated):
+        with_email = props(render(translated, ALL), "AlarmTopic")
+        assert with_email["Subscription"] == [{"Protocol": "email", "Endpoint": ALL["AlarmEmail"]}]
+        assert "Subscription" not in props(render(translated, KINESIS_ONLY), "AlarmTopic")
+
+    def test_dashboard_is_valid_json_with_every_signal(self, translated):
+        body = props(render(translated, ALL), "Dashboard")["DashboardBody"]
+        text = body["Fn::Sub"] if isinstance(body, dict) else body
+        text = re.sub(r"\$\{[^}]+\}", "placeholder", text)
+        dashboard = json.loads(text)
+        dumped = json.dumps(dashboard)
+        for needle in ("BronzeConnector", "IteratorAge", "OffsetLag", "ApproximateNumberOfMessagesVisible", "Errors", "DeadLetters"):
+            assert needle in dumped
+        # The stack name is substituted; only resource attributes are left for deploy time.
+        assert f'"{STACK}-kinesis-consumer"' in text and f'"{STACK}-kafka-consumer"' in text
+        assert set(re.findall(r"\$\{([^}]+)\}", body["Fn::Sub"])) == {"DeadLetterQueue.QueueName", "MappingFailureQueue.QueueName"}
+
+    def test_dashboard_names_match_the_functions(self, source):
+        for name, suffix in [("KinesisConsumerFunction", "kinesis-consumer"), ("KafkaConsumerFunction", "kafka-consumer")]:
+            assert source["Resources"][name]["Properties"]["FunctionName"] == {"Fn::Sub": f"${{AWS::StackName}}-{suffix}"}
+            assert f"${{AWS::StackName}}-{suffix}" in source["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+
+    def test_outputs(self, translated):
+        outputs = render(translated, ALL)["Outputs"]
+        assert outputs["BronzeBucketName"]["Value"] == {"Ref": "BronzeBucket"}
+        assert outputs["StateTableName"]["Value"] == {"Ref": "StateTable"}
+        assert outputs["DeadLetterQueueUrl"]["Value"] == {"Ref": "DeadLetterQueue"}
+        assert outputs["KinesisConsumerFunctionArn"]["Value"] == {"Fn::GetAtt": ["KinesisConsumerFunction", "Arn"]}
+        assert outputs["KafkaConsumerFunctionArn"]["Value"] == {"Fn::GetAtt": ["KafkaConsumerFunction", "Arn"]}
+
+
+class TestCfnLint:
+    @staticmethod
+    def cfn_lint(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        exe = Path(sys.executable).parent / "cfn-lint"
+        command = [str(exe)] if exe.exists() else [shutil.which("cfn-lint") or "cfn-lint"]
+        return subprocess.run(
+            [*command, str(path), "--append-rules", "cfn_lint_serverless.rules", *extra],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=600,
+        )
+
+    def test_template_is_clean_with_serverless_rules(self):
+        # Informational checks included: a clean template has no findings at all.
+        result = self.cfn_lint(TEMPLATE, "--include-checks", "I")
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_serverless_rules_are_active(self, tmp_path):
+        # Dropping the Kinesis OnFailure destination must trip ES1001 (a cfn-lint-serverless rule).
+        text = TEMPLATE.read_text()
+        start = text.index("  KinesisMapping:\n")
+        end = text.index("  # ===", start)
+        section = text[start:end]
+        cut = section.replace(
+            "      DestinationConfig:\n        OnFailure:\n          Destination: !GetAtt MappingFailureQueue.Arn\n", ""
+        )
+        assert cut != section
+        broken = tmp_path / "template.yaml"
+        broken.write_text(text[:start] + cut + text[end:])
+        result = self.cfn_lint(broken)
+        assert result.returncode != 0
+        assert "ES1001" in result.stdout and "KinesisMapping" in result.stdout
+
+
+class TestSamConfig:
+    def test_default_deploy_is_kinesis_only(self, translated):
+        config = tomllib.loads(SAMCONFIG.read_text())
+        assert config["version"] == 0.1
+        deploy = config["default"]["deploy"]["parameters"]
+        assert deploy["stack_name"] and deploy["resolve_s3"] is True
+        assert deploy["capabilities"] == "CAPABILITY_IAM"
+        assert deploy["confirm_changeset"] is True
+        overrides = deploy["parameter_overrides"]
+        pairs = overrides if isinstance(overrides, list) else overrides.split()
+        values = dict(p.split("=", 1) for p in pairs)
+        values = {k: v.strip('"') for k, v in values.items()}
+        stack = render(translated, values)  # also checks names, constraints and Rules
+        assert set(of_type(stack, ESM)) == {"KinesisMapping"}
+        assert not of_type(stack, "AWS::ECS::Service")
+        assert len(deploy["stack_name"]) <= 47, "function names are <stack>-kinesis-consumer (64 max)"
