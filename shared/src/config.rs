@@ -29,6 +29,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The connector file could not be fetched from S3.
+    #[error("cannot fetch connector config {uri}: {reason}")]
+    Fetch {
+        /// The `s3://bucket/key` URI.
+        uri: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The connector file could not be read.
     #[error("cannot read connector config {path}: {source}")]
     Read {
@@ -318,7 +326,8 @@ pub struct EnvConfig {
     pub state_table: String,
     /// `DLQ_URL`: the SQS dead-letter queue.
     pub dlq_url: String,
-    /// `CONNECTOR_CONFIG`: path of the YAML connector file, if any.
+    /// `CONNECTOR_CONFIG`: the YAML connector file, if any: a local path, or
+    /// `s3://bucket/key` (how a deployed function gets it).
     pub connector_config: Option<String>,
     /// `KAFKA_PARTIAL_BATCH_RESPONSE`: answer Kafka batches with `batchItemFailures`
     /// instead of failing the invocation (only when the mapping enables it).
@@ -366,13 +375,37 @@ impl EnvConfig {
         })
     }
 
-    /// Loads the connector file named by `CONNECTOR_CONFIG`, or the defaults when unset.
-    pub fn load_connector(&self) -> Result<ConnectorConfig, ConfigError> {
-        match &self.connector_config {
-            Some(path) => ConnectorConfig::from_file(Path::new(path)),
-            None => Ok(ConnectorConfig::default()),
+    /// Where `CONNECTOR_CONFIG` points.
+    pub fn connector_location(&self) -> ConnectorLocation<'_> {
+        match self.connector_config.as_deref() {
+            None => ConnectorLocation::Defaults,
+            Some(uri) => match uri
+                .strip_prefix("s3://")
+                .and_then(|rest| rest.split_once('/'))
+            {
+                Some((bucket, key)) => ConnectorLocation::S3 { uri, bucket, key },
+                None => ConnectorLocation::File(Path::new(uri)),
+            },
         }
     }
+}
+
+/// Where the connector file comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorLocation<'a> {
+    /// No file: every stream lands with the defaults.
+    Defaults,
+    /// A local file.
+    File(&'a Path),
+    /// An S3 object.
+    S3 {
+        /// The full URI, for error messages.
+        uri: &'a str,
+        /// Bucket.
+        bucket: &'a str,
+        /// Key.
+        key: &'a str,
+    },
 }
 
 #[cfg(test)]
@@ -453,6 +486,31 @@ streams:
         let c = ConnectorConfig::from_yaml(&text).unwrap();
         assert!(c.stream(Source::Kafka, "other").is_none());
         assert!(c.stream(Source::Kafka, "orders").is_some());
+    }
+
+    #[test]
+    fn connector_location_from_env() {
+        let with = |v: Option<&str>| EnvConfig {
+            bucket: "b".into(),
+            prefix: "p".into(),
+            state_table: "t".into(),
+            dlq_url: "q".into(),
+            connector_config: v.map(str::to_owned),
+            kafka_partial_batch_response: false,
+        };
+        assert_eq!(with(None).connector_location(), ConnectorLocation::Defaults);
+        assert_eq!(
+            with(Some("config/c.yaml")).connector_location(),
+            ConnectorLocation::File(Path::new("config/c.yaml"))
+        );
+        assert_eq!(
+            with(Some("s3://cfg/connectors/c.yaml")).connector_location(),
+            ConnectorLocation::S3 {
+                uri: "s3://cfg/connectors/c.yaml",
+                bucket: "cfg",
+                key: "connectors/c.yaml"
+            }
+        );
     }
 
     #[test]

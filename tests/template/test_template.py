@@ -638,6 +638,22 @@ class TestFunctions:
         assert stack["Resources"]["DeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
         assert "KAFKA_PARTIAL_BATCH_RESPONSE" not in props(stack, "KinesisConsumerFunction")["Environment"]["Variables"]
 
+    def test_connector_file_comes_from_s3_when_given(self, translated):
+        with_config = render(translated, {**ALL, "ConnectorConfigObject": "cfg-bucket/connectors/bronze.yaml"})
+        without = render(translated, ALL)
+        for name in ("KinesisConsumerFunction", "KafkaConsumerFunction"):
+            env = props(with_config, name)["Environment"]["Variables"]
+            assert env["CONNECTOR_CONFIG"] == "s3://cfg-bucket/connectors/bronze.yaml", name
+            assert "CONNECTOR_CONFIG" not in props(without, name)["Environment"]["Variables"], name
+        granted = [
+            st
+            for _, st in policy_statements(with_config)
+            if st.get("Sid") == "ConnectorConfig"
+        ]
+        assert len(granted) == 1 and granted[0]["Action"] == "s3:GetObject"
+        assert granted[0]["Resource"] == "arn:aws:s3:::cfg-bucket/connectors/bronze.yaml"
+        assert not [st for _, st in policy_statements(without) if st.get("Sid") == "ConnectorConfig"]
+
     @pytest.mark.parametrize("overrides, expected", [(ALL, "false"), (ALL_SCRAM_KMS_PROVISIONED, "true")])
     def test_kafka_partial_batch_response_follows_the_mappings(self, translated, overrides, expected):
         stack = render(translated, overrides)

@@ -9,10 +9,18 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init_json_logs();
-    let app = App::from_env().await?;
+    // A bad configuration fails every invocation with an error naming the field, instead of
+    // exiting at init (which Lambda would turn into a crash loop of cold starts).
+    let app = App::from_env().await.map_err(|e| {
+        tracing::error!(error = %e, "configuration error: every invocation fails until it is fixed");
+        e.to_string()
+    });
     let app = &app;
     run(service_fn(
         move |event: LambdaEvent<KafkaEvent>| async move {
+            let app = app
+                .as_ref()
+                .map_err(|e| Error::from(format!("configuration error: {e}")))?;
             let metrics = Metrics::default();
             let result = kafka::handle(
                 app,

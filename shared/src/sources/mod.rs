@@ -5,7 +5,7 @@ pub mod kafka;
 pub mod kinesis;
 
 use crate::aws::{DynamoStateStore, S3ObjectStore, SqsDeadLetterQueue};
-use crate::config::{ConfigError, ConnectorConfig, EnvConfig, StreamSettings};
+use crate::config::{ConfigError, ConnectorConfig, ConnectorLocation, EnvConfig, StreamSettings};
 use crate::cursor::Cursor;
 use crate::engine::{EngineError, Lander, PartitionOutcome, RunContext};
 use crate::record::{PartitionBatch, PartitionId};
@@ -64,8 +64,8 @@ impl App {
     /// Reads the environment and the connector file and builds the AWS clients.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let env = EnvConfig::from_env()?;
-        let connector = env.load_connector()?;
         let sdk = crate::aws::sdk_config().await;
+        let connector = load_connector(&env, &sdk).await?;
         let lander = Lander::new(
             Arc::new(S3ObjectStore::new(&sdk, &env.bucket)),
             Arc::new(DynamoStateStore::new(&sdk, &env.state_table)),
@@ -77,6 +77,32 @@ impl App {
             connector: Arc::new(connector),
             env,
         })
+    }
+}
+
+/// Loads the connector file from where `CONNECTOR_CONFIG` points: a local file, an S3 object
+/// (read once per execution environment), or nothing (defaults).
+pub async fn load_connector(
+    env: &EnvConfig,
+    sdk: &aws_config::SdkConfig,
+) -> Result<ConnectorConfig, ConfigError> {
+    use crate::ports::ObjectStore as _;
+    match env.connector_location() {
+        ConnectorLocation::Defaults => Ok(ConnectorConfig::default()),
+        ConnectorLocation::File(path) => ConnectorConfig::from_file(path),
+        ConnectorLocation::S3 { uri, bucket, key } => {
+            let fetch = |reason: String| ConfigError::Fetch {
+                uri: uri.to_owned(),
+                reason,
+            };
+            let body = S3ObjectStore::new(sdk, bucket)
+                .get(key)
+                .await
+                .map_err(|e| fetch(e.to_string()))?
+                .ok_or_else(|| fetch("no such object".into()))?;
+            let text = String::from_utf8(body).map_err(|e| fetch(format!("not UTF-8: {e}")))?;
+            ConnectorConfig::from_yaml(&text)
+        }
     }
 }
 
