@@ -36,6 +36,17 @@ pub enum BronzeError {
         /// What the adapter found.
         detail: String,
     },
+    /// The stream declares a schema and the payload does not match it (bad frame, unknown
+    /// schema id, not decodable, not valid).
+    #[error("{partition} cursor {cursor}: {detail}")]
+    SchemaMismatch {
+        /// Where the record came from.
+        partition: String,
+        /// Its cursor.
+        cursor: String,
+        /// The schema id and what does not match.
+        detail: String,
+    },
     /// The stream is declared `json` and the payload does not parse as JSON.
     #[error("{partition} cursor {cursor}: payload is not valid JSON: {detail}")]
     PayloadNotJson {
@@ -129,16 +140,29 @@ struct Line<'a> {
     timestamp: Option<String>,
     timestamp_ms: Option<i64>,
     run_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema_version: Option<u32>,
     payload_encoding: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<&'a RawValue>,
+    payload: Option<PayloadField<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload_base64: Option<String>,
+}
+
+/// The `payload` field: the original JSON text, or a value decoded with a schema.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PayloadField<'a> {
+    Raw(&'a RawValue),
+    Value(&'a serde_json::Value),
 }
 
 /// How a payload will be written.
 enum Payload<'a> {
     Json(std::borrow::Cow<'a, RawValue>),
+    Decoded(&'a crate::decode::Decoded),
     Base64,
     Null,
 }
@@ -261,7 +285,30 @@ impl<'a> BronzeWriter<'a> {
 
     /// Appends one record, or returns why it is poison (and writes nothing).
     pub fn push<C: Cursor>(&mut self, record: &Record<C>) -> Result<(), BronzeError> {
-        let payload = classify_payload(self.id, record, self.settings.payload_format)?;
+        self.push_checked(record, None)
+    }
+
+    /// Appends one record of a stream with a schema, given the schema check's verdict
+    /// (`None` when there is nothing to check), or returns why it is poison.
+    pub fn push_checked<C: Cursor>(
+        &mut self,
+        record: &Record<C>,
+        verdict: Option<&Result<crate::decode::Decoded, String>>,
+    ) -> Result<(), BronzeError> {
+        let payload = match verdict {
+            _ if record.defect.is_some() => {
+                classify_payload(self.id, record, self.settings.payload_format)?
+            }
+            Some(Err(detail)) => {
+                return Err(BronzeError::SchemaMismatch {
+                    partition: self.id.to_string(),
+                    cursor: record.cursor.to_string(),
+                    detail: detail.clone(),
+                });
+            }
+            Some(Ok(decoded)) => Payload::Decoded(decoded),
+            None => classify_payload(self.id, record, self.settings.payload_format)?,
+        };
         let (key, key_encoding) = encode_key(record.key.as_deref(), self.settings.key_strategy);
         let headers = record
             .headers
@@ -279,7 +326,8 @@ impl<'a> BronzeWriter<'a> {
             })
             .collect();
         let (payload_encoding, payload_json, payload_base64) = match &payload {
-            Payload::Json(raw) => ("json", Some(raw.as_ref()), None),
+            Payload::Json(raw) => ("json", Some(PayloadField::Raw(raw.as_ref())), None),
+            Payload::Decoded(d) => (d.encoding, Some(PayloadField::Value(&d.value)), None),
             Payload::Base64 => (
                 "base64",
                 None,
@@ -299,6 +347,14 @@ impl<'a> BronzeWriter<'a> {
             timestamp: record.timestamp_ms.and_then(format_timestamp),
             timestamp_ms: record.timestamp_ms,
             run_id: self.run_id,
+            schema_id: match &payload {
+                Payload::Decoded(d) => Some(d.schema_id.as_str()),
+                _ => None,
+            },
+            schema_version: match &payload {
+                Payload::Decoded(d) => Some(d.schema_version),
+                _ => None,
+            },
             payload_encoding,
             payload: payload_json,
             payload_base64,
@@ -359,6 +415,7 @@ mod tests {
             payload_format: format,
             key_strategy: KeyStrategy::Raw,
             parallelization_factor: 1,
+            schema: None,
         }
     }
 
@@ -422,6 +479,7 @@ mod tests {
             timestamp_ms: Some(1_700_000_000_123),
             payload: Some(pretty),
             defect: None,
+            schema_id: None,
         })
         .unwrap();
         w.push(&Record {
@@ -431,6 +489,7 @@ mod tests {
             timestamp_ms: None,
             payload: Some(vec![0xde, 0xad]),
             defect: None,
+            schema_id: None,
         })
         .unwrap();
         w.push(&Record {
@@ -440,6 +499,7 @@ mod tests {
             timestamp_ms: None,
             payload: None,
             defect: None,
+            schema_id: None,
         })
         .unwrap();
         let lines = read_lines(&w.finish()).unwrap();
@@ -473,6 +533,7 @@ mod tests {
                 timestamp_ms: None,
                 payload: Some(b"not json".to_vec()),
                 defect: None,
+                schema_id: None,
             })
             .unwrap_err();
         assert!(err.to_string().contains("cursor 5"), "{err}");

@@ -94,6 +94,68 @@ pub struct StreamSettings {
     /// Kinesis ParallelizationFactor of the mapping (1 unless set). Above 1, batches of one
     /// shard interleave and the engine switches to its per-batch commit mode.
     pub parallelization_factor: u32,
+    /// The schema payloads must match, if the stream declares one.
+    pub schema: Option<StreamSchema>,
+}
+
+/// Which registry holds a stream's schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistryKind {
+    /// AWS Glue Schema Registry (`registries.glue`).
+    Glue,
+    /// A Confluent-compatible REST registry (`registries.confluent`).
+    Confluent,
+}
+
+/// A stream's schema declaration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSchema {
+    /// Which registry.
+    pub registry: RegistryKind,
+    /// Subject (Confluent) or schema name (Glue).
+    pub subject: String,
+    /// Avro or JSON Schema.
+    pub format: crate::schema::SchemaFormat,
+    /// How producers frame payloads with the schema id.
+    pub wire_format: crate::wire::WireFormat,
+    /// The compatibility mode new versions must satisfy (checked by the connector itself).
+    #[serde(default = "default_compatibility")]
+    pub compatibility: crate::schema::CompatibilityMode,
+    /// The schema definition file, relative to the connector file (for `schema check` and
+    /// `schema register`).
+    pub definition: Option<String>,
+}
+
+fn default_compatibility() -> crate::schema::CompatibilityMode {
+    crate::schema::CompatibilityMode::Backward
+}
+
+/// Where the registries are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registries {
+    /// AWS Glue Schema Registry, reached through the standard SDK configuration.
+    pub glue: Option<GlueRegistryConfig>,
+    /// A Confluent-compatible REST registry.
+    pub confluent: Option<ConfluentRegistryConfig>,
+}
+
+/// AWS Glue Schema Registry settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlueRegistryConfig {
+    /// The Glue registry name.
+    pub registry_name: String,
+}
+
+/// Confluent-compatible registry settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfluentRegistryConfig {
+    /// Base URL, e.g. `https://registry.example.com`.
+    pub url: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +167,8 @@ struct RawManifest {
     runtime: HashMap<String, serde_yaml::Value>,
     defaults: RawDefaults,
     streams: RawStreams,
+    #[serde(default)]
+    registries: Registries,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +207,7 @@ struct RawStream {
     payload_format: Option<PayloadFormat>,
     key_strategy: Option<KeyStrategy>,
     parallelization_factor: Option<u32>,
+    schema: Option<StreamSchema>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
@@ -167,6 +232,7 @@ impl From<RawSource> for Source {
 #[derive(Debug, Clone)]
 pub struct ConnectorConfig {
     cursor_strategy: CursorStrategy,
+    registries: Registries,
     defaults: StreamSettings,
     allow_unlisted: bool,
     streams: HashMap<(Source, String), StreamSettings>,
@@ -178,11 +244,13 @@ impl Default for ConnectorConfig {
     fn default() -> Self {
         Self {
             cursor_strategy: CursorStrategy::LastLanded,
+            registries: Registries::default(),
             defaults: StreamSettings {
                 group: None,
                 payload_format: PayloadFormat::Auto,
                 key_strategy: KeyStrategy::Raw,
                 parallelization_factor: 1,
+                schema: None,
             },
             allow_unlisted: true,
             streams: HashMap::new(),
@@ -244,6 +312,7 @@ impl ConnectorConfig {
             payload_format: raw.defaults.payload_format,
             key_strategy: raw.defaults.key_strategy,
             parallelization_factor: 1,
+            schema: None,
         };
         let mut streams = HashMap::new();
         for (i, s) in raw.streams.items.into_iter().enumerate() {
@@ -271,7 +340,30 @@ impl ConnectorConfig {
                 payload_format: s.payload_format.unwrap_or(defaults.payload_format),
                 key_strategy: s.key_strategy.unwrap_or(defaults.key_strategy),
                 parallelization_factor: pf,
+                schema: s.schema,
             };
+            if let Some(schema) = &settings.schema {
+                let field = |f: &str| format!("streams.items[{i}].schema.{f}");
+                if schema.subject.trim().is_empty() {
+                    return Err(invalid(&field("subject"), "must not be empty".into()));
+                }
+                let configured = match schema.registry {
+                    RegistryKind::Glue => raw.registries.glue.is_some(),
+                    RegistryKind::Confluent => raw.registries.confluent.is_some(),
+                };
+                if !configured {
+                    return Err(invalid(
+                        &field("registry"),
+                        format!(
+                            "registries.{} is not configured",
+                            match schema.registry {
+                                RegistryKind::Glue => "glue",
+                                RegistryKind::Confluent => "confluent",
+                            }
+                        ),
+                    ));
+                }
+            }
             if streams
                 .insert((s.source.into(), s.name.clone()), settings)
                 .is_some()
@@ -284,6 +376,7 @@ impl ConnectorConfig {
         }
         Ok(Self {
             cursor_strategy: raw.defaults.cursor_strategy,
+            registries: raw.registries,
             defaults,
             allow_unlisted: raw.streams.allow_unlisted,
             streams,
@@ -297,6 +390,18 @@ impl ConnectorConfig {
             source,
         })?;
         Self::from_yaml(&text)
+    }
+
+    /// Where the schema registries are.
+    pub fn registries(&self) -> &Registries {
+        &self.registries
+    }
+
+    /// Every listed stream with its settings, for commands that walk the file.
+    pub fn streams(&self) -> impl Iterator<Item = (Source, &str, &StreamSettings)> {
+        self.streams
+            .iter()
+            .map(|((source, name), s)| (*source, name.as_str(), s))
     }
 
     /// What stored checkpoints mean.

@@ -19,6 +19,7 @@
 use crate::bronze::{self, BronzeWriter};
 use crate::config::StreamSettings;
 use crate::cursor::{Cursor, CursorError};
+use crate::decode::SchemaDecoder;
 use crate::dlq::DeadLetter;
 use crate::ports::{
     Checkpoint, CommitEntry, DeadLetterQueue, ObjectStore, PortError, PutOutcome, StateStore,
@@ -105,6 +106,7 @@ pub struct Lander {
     state: Arc<dyn StateStore>,
     dlq: Arc<dyn DeadLetterQueue>,
     prefix: String,
+    decoder: Option<Arc<SchemaDecoder>>,
 }
 
 impl Lander {
@@ -120,7 +122,14 @@ impl Lander {
             state,
             dlq,
             prefix: prefix.into(),
+            decoder: None,
         }
+    }
+
+    /// Checks payloads of streams that declare a schema with `decoder`.
+    pub fn with_schemas(mut self, decoder: Arc<SchemaDecoder>) -> Self {
+        self.decoder = Some(decoder);
+        self
     }
 
     /// Lands one partition's records (in cursor order) and reports what happened.
@@ -359,8 +368,20 @@ impl Lander {
         let mut writer = BronzeWriter::new(id, settings, run.run_id, hint);
         let mut range: Option<(&C, &C)> = None;
         let mut dead = 0u64;
-        for record in pending {
-            match writer.push(record) {
+        let verdicts = match &settings.schema {
+            Some(declared) => {
+                let decoder = self.decoder.as_ref().ok_or_else(|| PortError::Permanent {
+                    operation: "registry:get",
+                    target: id.to_string(),
+                    message: "the stream declares a schema but no registry is configured".into(),
+                })?;
+                Some(decoder.check_batch(id, pending, declared).await?)
+            }
+            None => None,
+        };
+        for (i, record) in pending.iter().enumerate() {
+            let verdict = verdicts.as_ref().and_then(|v| v[i].as_ref());
+            match writer.push_checked(record, verdict) {
                 Ok(()) => {
                     range = Some((range.map_or(&record.cursor, |(f, _)| f), &record.cursor));
                 }
@@ -582,6 +603,7 @@ mod tests {
             payload_format: PayloadFormat::Json,
             key_strategy: KeyStrategy::Raw,
             parallelization_factor: 1,
+            schema: None,
         }
     }
 
@@ -597,6 +619,7 @@ mod tests {
                 format!("{{\"n\":{offset}}}").into_bytes()
             }),
             defect: None,
+            schema_id: None,
         }
     }
 

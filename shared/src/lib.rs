@@ -12,19 +12,29 @@
 //! - [`ports`]: small async traits for the outside world: objects, state, dead letters.
 //! - [`aws`]: the S3, DynamoDB and SQS adapters, SDK config and error classification.
 //! - [`memory`]: in-memory adapters with crash injection, for protocol tests.
+//! - [`wire`]: registry wire formats (Confluent magic byte + id, Glue header + UUID).
+//! - [`decode`]: schema checks at landing: unframe, find the schema (cached), decode/validate.
 //! - [`dlq`]: the dead-letter format.
 //! - [`engine`]: the landing and commit protocol for one partition.
+//! - [`registry`]: schema registries (AWS Glue, Confluent-compatible REST) behind one trait.
+//! - [`schema`]: schema formats (Avro, JSON Schema) and compatibility checks.
 //! - [`sources`]: Lambda event adapters for Kinesis and Kafka (MSK and self-managed).
+//! - [`commands`]: `schema check` / `schema register` for a connector file.
 //! - [`telemetry`]: one struct per event, JSON logs and CloudWatch EMF metrics.
 
 pub mod aws;
 pub mod bronze;
+pub mod commands;
 pub mod config;
 pub mod cursor;
+pub mod decode;
 pub mod dlq;
 pub mod engine;
 pub mod memory;
 pub mod ports;
 pub mod record;
+pub mod registry;
+pub mod schema;
 pub mod sources;
 pub mod telemetry;
+pub mod wire;

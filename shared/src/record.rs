@@ -91,6 +91,9 @@ pub struct Record<C> {
     /// Set by a source adapter that found the record unusable (e.g. a value that is not
     /// valid base64): the record is poison and goes to the DLQ with this reason.
     pub defect: Option<String>,
+    /// The schema id the delivery carries beside the payload (the Kafka event's
+    /// `valueSchemaMetadata.schemaId`), used when the payload itself is not framed.
+    pub schema_id: Option<crate::registry::SchemaId>,
 }
 
 /// The records of one partition from one delivery, sorted by cursor.
@@ -156,6 +159,7 @@ mod tests {
             timestamp_ms: None,
             payload: Some(b"{}".to_vec()),
             defect: None,
+            schema_id: None,
         }
     }
 

@@ -469,3 +469,4 @@ pub fn kafka_partitions(
     }
     out
 }
+pub mod confluent_server;

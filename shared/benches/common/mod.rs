@@ -110,6 +110,7 @@ pub(crate) fn land(event_bytes: &[u8]) -> (usize, usize) {
         payload_format: PayloadFormat::Json,
         key_strategy: KeyStrategy::Raw,
         parallelization_factor: 1,
+        schema: None,
     };
     let mut records = 0;
     let mut bytes = 0;

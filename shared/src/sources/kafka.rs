@@ -11,6 +11,7 @@ use super::{App, SourceError, failures, land_all, prepare};
 use crate::cursor::KafkaOffset;
 use crate::engine::RunContext;
 use crate::record::{Header, PartitionBatch, PartitionId, Record, Source, group_by_partition};
+use crate::registry::SchemaId;
 use crate::telemetry::Metrics;
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine as _;
@@ -119,12 +120,30 @@ pub fn to_batches(event: KafkaEvent) -> Result<Vec<PartitionBatch<KafkaOffset>>,
                     timestamp_ms: Some(r.timestamp.0.timestamp_millis()),
                     payload,
                     defect: (!defects.is_empty()).then(|| defects.join("; ")),
+                    schema_id: value_schema_id(&r.other),
                 },
             ));
             index += 1;
         }
     }
     Ok(group_by_partition(records))
+}
+
+/// The schema id of the value from the event's `valueSchemaMetadata` (present when the
+/// mapping is configured with a schema registry): a Glue schema version UUID or a
+/// Confluent integer id.
+fn value_schema_id(other: &serde_json::Map<String, serde_json::Value>) -> Option<SchemaId> {
+    let id = other.get("valueSchemaMetadata")?.get("schemaId")?;
+    match id {
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(SchemaId::Confluent),
+        serde_json::Value::String(s) => {
+            SchemaId::glue(s).or_else(|| s.parse().ok().map(SchemaId::Confluent))
+        }
+        _ => None,
+    }
 }
 
 /// Age of the newest record in the batch.
@@ -229,6 +248,30 @@ mod tests {
                 .contains("value is not valid base64")
         );
         assert_eq!(r.payload.as_deref(), Some(&b"!!!not base64"[..]));
+    }
+
+    #[test]
+    fn value_schema_metadata_gives_the_schema_id() {
+        let text = r#"{"eventSource":"aws:kafka","records":{"t-0":[
+            {"topic":"t","partition":0,"offset":1,"timestamp":1700000000000,"timestampType":"CREATE_TIME","key":null,"value":"e30=","headers":[],
+             "valueSchemaMetadata":{"dataFormat":"AVRO","schemaId":"0F8B7C2E-1D2A-4C3B-9E8F-0123456789AB"}},
+            {"topic":"t","partition":0,"offset":2,"timestamp":1700000000000,"timestampType":"CREATE_TIME","key":null,"value":"e30=","headers":[],
+             "valueSchemaMetadata":{"dataFormat":"JSON","schemaId":"42"}},
+            {"topic":"t","partition":0,"offset":3,"timestamp":1700000000000,"timestampType":"CREATE_TIME","key":null,"value":"e30=","headers":[]}]}}"#;
+        let batches = to_batches(serde_json::from_str(text).unwrap()).unwrap();
+        let ids: Vec<_> = batches[0]
+            .records
+            .iter()
+            .map(|r| r.schema_id.clone())
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                SchemaId::glue("0f8b7c2e-1d2a-4c3b-9e8f-0123456789ab"),
+                Some(SchemaId::Confluent(42)),
+                None
+            ]
+        );
     }
 
     #[test]

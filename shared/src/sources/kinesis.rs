@@ -54,6 +54,7 @@ pub fn to_batches(event: KinesisEvent) -> Result<Vec<PartitionBatch<SequenceNumb
                 timestamp_ms: Some(r.kinesis.approximate_arrival_timestamp.0.timestamp_millis()),
                 payload: Some(r.kinesis.data.0),
                 defect: None,
+                schema_id: None,
             },
         ));
     }

@@ -5,10 +5,15 @@ pub mod kafka;
 pub mod kinesis;
 
 use crate::aws::{DynamoStateStore, S3ObjectStore, SqsDeadLetterQueue};
-use crate::config::{ConfigError, ConnectorConfig, ConnectorLocation, EnvConfig, StreamSettings};
+use crate::config::{
+    ConfigError, ConnectorConfig, ConnectorLocation, EnvConfig, RegistryKind, StreamSettings,
+};
 use crate::cursor::Cursor;
+use crate::decode::{RegistrySet, SchemaDecoder};
 use crate::engine::{EngineError, Lander, PartitionOutcome, RunContext};
 use crate::record::{PartitionBatch, PartitionId};
+use crate::registry::confluent::ConfluentRegistry;
+use crate::registry::glue::GlueRegistry;
 use crate::telemetry::{BatchReceived, Metrics};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -71,7 +76,8 @@ impl App {
             Arc::new(DynamoStateStore::new(&sdk, &env.state_table)),
             Arc::new(SqsDeadLetterQueue::new(&sdk, &env.dlq_url)),
             env.prefix.clone(),
-        );
+        )
+        .with_schemas(Arc::new(schema_decoder(&connector, &sdk)?));
         Ok(Self {
             lander,
             connector: Arc::new(connector),
@@ -104,6 +110,37 @@ pub async fn load_connector(
             ConnectorConfig::from_yaml(&text)
         }
     }
+}
+
+/// Builds the schema decoder over the registries the connector file configures.
+pub fn schema_decoder(
+    connector: &ConnectorConfig,
+    sdk: &aws_config::SdkConfig,
+) -> Result<SchemaDecoder, ConfigError> {
+    Ok(SchemaDecoder::new(registries(connector, sdk)?))
+}
+
+/// The registries the connector file configures.
+pub fn registries(
+    connector: &ConnectorConfig,
+    sdk: &aws_config::SdkConfig,
+) -> Result<RegistrySet, ConfigError> {
+    let mut registries: RegistrySet = Vec::new();
+    if let Some(glue) = &connector.registries().glue {
+        registries.push((
+            RegistryKind::Glue,
+            Arc::new(GlueRegistry::new(sdk, &glue.registry_name)),
+        ));
+    }
+    if let Some(confluent) = &connector.registries().confluent {
+        let registry =
+            ConfluentRegistry::new(&confluent.url, None).map_err(|e| ConfigError::Invalid {
+                field: "registries.confluent.url".into(),
+                reason: e.to_string(),
+            })?;
+        registries.push((RegistryKind::Confluent, Arc::new(registry)));
+    }
+    Ok(registries)
 }
 
 /// One partition's batch with its settings and lag, ready to land.
