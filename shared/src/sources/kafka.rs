@@ -7,7 +7,7 @@
 //! function answers with `batchItemFailures` naming each failed partition's first offset not
 //! landed.
 
-use super::{App, SourceError, failures, land_all, prepare};
+use super::{App, SourceError, failures, land_all, newest_record_age, prepare};
 use crate::cursor::KafkaOffset;
 use crate::engine::RunContext;
 use crate::record::{Header, PartitionBatch, PartitionId, Record, Source, group_by_partition};
@@ -144,16 +144,6 @@ fn value_schema_id(other: &serde_json::Map<String, serde_json::Value>) -> Option
         }
         _ => None,
     }
-}
-
-/// Age of the newest record in the batch.
-fn newest_record_age(batch: &PartitionBatch<KafkaOffset>, now_ms: i64) -> Option<i64> {
-    batch
-        .records
-        .iter()
-        .filter_map(|r| r.timestamp_ms)
-        .max()
-        .map(|t| (now_ms - t).max(0))
 }
 
 /// Handles one MSK or self-managed Kafka event.

@@ -4,7 +4,7 @@
 //! batch response (ReportBatchItemFailures) naming the first sequence number not landed, so
 //! Lambda retries from there; permanent failures fail the invocation.
 
-use super::{App, SourceError, failures, land_all, prepare};
+use super::{App, SourceError, failures, land_all, newest_record_age, prepare};
 use crate::cursor::{Cursor, SequenceNumber};
 use crate::engine::RunContext;
 use crate::record::{PartitionBatch, PartitionId, Record, Source, group_by_partition};
@@ -61,16 +61,6 @@ pub fn to_batches(event: KinesisEvent) -> Result<Vec<PartitionBatch<SequenceNumb
     Ok(group_by_partition(records))
 }
 
-/// Iterator age: now minus the arrival time of the newest record.
-fn iterator_age(batch: &PartitionBatch<SequenceNumber>, now_ms: i64) -> Option<i64> {
-    batch
-        .records
-        .iter()
-        .filter_map(|r| r.timestamp_ms)
-        .max()
-        .map(|t| (now_ms - t).max(0))
-}
-
 /// Handles one Kinesis event.
 pub async fn handle(
     app: &App,
@@ -80,7 +70,7 @@ pub async fn handle(
     metrics: &Metrics,
 ) -> Result<KinesisEventResponse, SourceError> {
     let batches = to_batches(event)?;
-    let prepared = prepare(&app.connector, batches, |b| iterator_age(b, now_ms))?;
+    let prepared = prepare(&app.connector, batches, |b| newest_record_age(b, now_ms))?;
     let run = RunContext {
         run_id,
         now_ms,

@@ -224,6 +224,18 @@ pub(crate) fn failures<C: Cursor>(
     (permanent, transient)
 }
 
+/// Lag of a batch: now minus the newest record's own timestamp. For Kinesis that timestamp is
+/// the approximate arrival time, so this is the iterator age; for Kafka it is the age of the
+/// newest record.
+pub(crate) fn newest_record_age<C>(batch: &PartitionBatch<C>, now_ms: i64) -> Option<i64> {
+    batch
+        .records
+        .iter()
+        .filter_map(|r| r.timestamp_ms)
+        .max()
+        .map(|t| (now_ms - t).max(0))
+}
+
 /// Milliseconds since the epoch now.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -233,4 +245,39 @@ pub fn now_ms() -> i64 {
 pub fn finish_invocation(metrics: &Metrics) {
     metrics.add_retries(crate::aws::take_retries());
     metrics.flush(now_ms());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cursor::KafkaOffset;
+    use crate::record::{PartitionId, Record, Source};
+
+    #[test]
+    fn lag_is_the_age_of_the_newest_record() {
+        let record = |ts: Option<i64>| Record {
+            cursor: KafkaOffset(0),
+            key: None,
+            headers: vec![],
+            timestamp_ms: ts,
+            payload: None,
+            defect: None,
+            schema_id: None,
+        };
+        let batch = PartitionBatch {
+            id: PartitionId::new(Source::Kafka, "t", "0"),
+            records: vec![record(Some(1_000)), record(Some(4_000)), record(None)],
+        };
+        assert_eq!(newest_record_age(&batch, 10_000), Some(6_000));
+        assert_eq!(
+            newest_record_age(&batch, 3_000),
+            Some(0),
+            "clock skew never gives negative lag"
+        );
+        let empty = PartitionBatch {
+            id: batch.id.clone(),
+            records: vec![record(None)],
+        };
+        assert_eq!(newest_record_age(&empty, 10_000), None);
+    }
 }
