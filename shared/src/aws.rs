@@ -473,18 +473,8 @@ impl StateStore for DynamoStateStore {
                     .as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                let out = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(&pk))
-                    .key("sk", s(log_sk(&entry.first)))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(|e| classify("dynamodb:GetItem", &self.target(partition), &e))?;
-                match out.item {
-                    Some(item) => Ok(Some(parse_entry(&self.table, &item)?)),
+                match self.commit_entry(partition, &entry.first).await? {
+                    Some(existing) => Ok(Some(existing)),
                     None => Err(PortError::Transient {
                         operation: "dynamodb:PutItem",
                         target: self.target(partition),
@@ -494,6 +484,26 @@ impl StateStore for DynamoStateStore {
             }
             Err(err) => Err(classify("dynamodb:PutItem", &self.target(partition), &err)),
         }
+    }
+
+    async fn commit_entry(
+        &self,
+        partition: &PartitionId,
+        first: &str,
+    ) -> Result<Option<CommitEntry>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(partition.state_key()))
+            .key("sk", s(log_sk(first)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("dynamodb:GetItem", &self.target(partition), &e))?;
+        out.item
+            .map(|item| parse_entry(&self.table, &item))
+            .transpose()
     }
 
     async fn commit_log(&self, partition: &PartitionId) -> Result<Vec<CommitEntry>, PortError> {

@@ -298,56 +298,69 @@ impl Lander {
                     source,
                 },
             };
-            let landed = match self.write_object(id, pending, settings, run).await {
-                Ok(l) => l,
+            // Look before writing: a batch starting at a committed first cursor was landed
+            // before, and encoding it again would re-send its dead letters.
+            let existing = match self.state.commit_entry(id, &first.sortable()).await {
+                Ok(existing) => existing,
                 Err(e) => return fail(e),
             };
-            let entry = landed.entry(pending, run);
-            match self.state.log_commit(id, &entry).await {
-                Ok(None) => {
-                    self.emit_landed(id, &entry, landed.adopted, run);
-                    return PartitionOutcome::Landed {
-                        commit: entry,
-                        skipped: start,
+            let existing = match existing {
+                Some(existing) => existing,
+                None => {
+                    let landed = match self.write_object(id, pending, settings, run).await {
+                        Ok(l) => l,
+                        Err(e) => return fail(e),
                     };
-                }
-                Ok(Some(existing)) => {
-                    // Our object is not referenced by the log unless it is the same range.
-                    if entry.object_key != existing.object_key {
-                        if let Some(key) = &entry.object_key {
-                            let _ = self.objects.delete(key).await;
-                        }
-                    }
-                    let last_done = match C::parse(&existing.last) {
-                        Ok(c) => c,
-                        Err(source) => {
-                            return PartitionOutcome::Failed {
-                                first_unlanded: first.clone(),
-                                error: EngineError::BadCheckpoint {
-                                    partition: id.to_string(),
-                                    stored: existing.last,
-                                    source,
-                                },
+                    let entry = landed.entry(pending, run);
+                    match self.state.log_commit(id, &entry).await {
+                        Ok(None) => {
+                            self.emit_landed(id, &entry, landed.adopted, run);
+                            return PartitionOutcome::Landed {
+                                commit: entry,
+                                skipped: start,
                             };
                         }
-                    };
-                    let next = start + first_unlanded(pending, Some(&last_done));
-                    if next == records.len() {
-                        AlreadyLanded {
-                            partition: id,
-                            skipped: records.len() as u64,
-                            checkpoint: &last_done.to_string(),
-                            run_id: run.run_id,
+                        // A concurrent batch committed the same first cursor meanwhile; our
+                        // object is not referenced by the log unless it is the same range.
+                        Ok(Some(existing)) => {
+                            if entry.object_key != existing.object_key {
+                                if let Some(key) = &entry.object_key {
+                                    let _ = self.objects.delete(key).await;
+                                }
+                            }
+                            existing
                         }
-                        .emit(run.metrics);
-                        return PartitionOutcome::AlreadyLanded {
-                            skipped: records.len(),
-                        };
+                        Err(e) => return fail(e),
                     }
-                    start = next;
                 }
-                Err(e) => return fail(e),
+            };
+            let last_done = match C::parse(&existing.last) {
+                Ok(c) => c,
+                Err(source) => {
+                    return PartitionOutcome::Failed {
+                        first_unlanded: first.clone(),
+                        error: EngineError::BadCheckpoint {
+                            partition: id.to_string(),
+                            stored: existing.last,
+                            source,
+                        },
+                    };
+                }
+            };
+            let next = start + first_unlanded(pending, Some(&last_done));
+            if next == records.len() {
+                AlreadyLanded {
+                    partition: id,
+                    skipped: records.len() as u64,
+                    checkpoint: &last_done.to_string(),
+                    run_id: run.run_id,
+                }
+                .emit(run.metrics);
+                return PartitionOutcome::AlreadyLanded {
+                    skipped: records.len(),
+                };
             }
+            start = next;
         }
     }
 
@@ -779,6 +792,13 @@ mod tests {
         ) -> Result<Option<CommitEntry>, PortError> {
             self.inner.log_commit(p, c).await
         }
+        async fn commit_entry(
+            &self,
+            p: &PartitionId,
+            first: &str,
+        ) -> Result<Option<CommitEntry>, PortError> {
+            self.inner.commit_entry(p, first).await
+        }
         async fn commit_log(&self, p: &PartitionId) -> Result<Vec<CommitEntry>, PortError> {
             self.inner.commit_log(p).await
         }
@@ -1010,8 +1030,9 @@ mod tests {
                 PartitionOutcome::AlreadyLanded { .. }
             ));
         }
-        // A retry that extends a committed batch lands only the new part.
-        let c: Vec<_> = (12..16).map(|o| record(o, false)).collect();
+        // A retry that extends a committed batch lands only the new part, and does not send
+        // the committed part's dead letter again.
+        let c: Vec<_> = (12..16).map(|o| record(o, o == 13)).collect();
         let lane_c = PartitionBatch {
             id: id.clone(),
             records: c[..2].to_vec(),
@@ -1025,8 +1046,10 @@ mod tests {
             world.lander.land(&longer, &s, run_ctx(&metrics, "r")).await,
             PartitionOutcome::Landed { skipped: 2, .. }
         ));
+        assert_eq!(world.dlq.letters().len(), 1, "offset 13 dead-lettered once");
         let mut landed = world.committed(&id).await;
         landed.sort();
-        assert_eq!(landed, (0..16).collect::<Vec<_>>());
+        let expected: Vec<u64> = (0..16).filter(|o| *o != 13).collect();
+        assert_eq!(landed, expected);
     }
 }

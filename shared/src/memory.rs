@@ -256,6 +256,21 @@ impl StateStore for MemoryStateStore {
         })
     }
 
+    async fn commit_entry(
+        &self,
+        partition: &PartitionId,
+        first: &str,
+    ) -> Result<Option<CommitEntry>, PortError> {
+        self.faults.run("dynamodb:GetItem", || {
+            Ok(self
+                .partitions
+                .lock()
+                .expect("state lock")
+                .get(&partition.state_key())
+                .and_then(|p| p.log.get(first).cloned()))
+        })
+    }
+
     async fn commit_log(&self, partition: &PartitionId) -> Result<Vec<CommitEntry>, PortError> {
         Ok(self
             .partitions

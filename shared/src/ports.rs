@@ -133,6 +133,12 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         partition: &PartitionId,
         entry: &CommitEntry,
     ) -> Result<Option<CommitEntry>, PortError>;
+    /// The commit-log entry that starts at `first` (sortable cursor), if any.
+    async fn commit_entry(
+        &self,
+        partition: &PartitionId,
+        first: &str,
+    ) -> Result<Option<CommitEntry>, PortError>;
     /// The commit log of a partition in cursor order.
     async fn commit_log(&self, partition: &PartitionId) -> Result<Vec<CommitEntry>, PortError>;
 }
