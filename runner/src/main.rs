@@ -1,16 +1,26 @@
-//! `streaming-connector`: the connector's command line.
+//! `streaming-connector`: the long-running runner and the connector's operator commands.
 //!
-//! - `streaming-connector schema check --config connector.yaml`: checks every declared
-//!   schema definition against its subject's history under the declared compatibility mode;
-//!   exits 1 on an incompatible change, with an explanation of what breaks.
-//! - `streaming-connector schema register --config connector.yaml`: the same check, then
-//!   registers the compatible definitions.
+//! - `run --config connector.yaml`: consume Kafka (consumer group) and/or Pulsar
+//!   (subscription) and land into Bronze with the same engine and checkpoints as the
+//!   Lambda functions. SIGTERM drains: stop fetching, land and commit what is buffered,
+//!   exit 0.
+//! - `discover --config`: the topics and partitions the config would subscribe to, and a
+//!   `streams` section for them.
+//! - `status --config`: checkpoint, high watermark and lag per partition.
+//! - `verify [--config] [--stream S]`: audits the committed Bronze data against the commit
+//!   log; exits 1 on a violation.
+//! - `schema check|register --config`: schema compatibility (see `bronze::commands`).
+//!
+//! The bucket, table and queue come from the same environment variables as the functions
+//! (`BRONZE_BUCKET`, `STATE_TABLE`, `DLQ_URL`, `BRONZE_PREFIX`). `--config` may be a path or
+//! `s3://bucket/key`.
 
 use anyhow::Context;
 use bronze::config::ConnectorConfig;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use streaming_connector::app::{discover, run, status, verify};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,6 +35,33 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Consume and land until SIGTERM.
+    Run {
+        /// The connector file (path or s3://bucket/key).
+        #[arg(long)]
+        config: String,
+    },
+    /// List the topics and partitions the config subscribes to, and print a streams section.
+    Discover {
+        /// The connector file.
+        #[arg(long)]
+        config: String,
+    },
+    /// Checkpoints and lag per partition.
+    Status {
+        /// The connector file.
+        #[arg(long)]
+        config: String,
+    },
+    /// Audit the committed Bronze data against the commit log; exit 1 on a violation.
+    Verify {
+        /// The connector file: with `runner.kafka`, gaps are checked against the broker.
+        #[arg(long)]
+        config: Option<String>,
+        /// Only this stream.
+        #[arg(long)]
+        stream: Option<String>,
+    },
     /// Schema registry commands.
     Schema {
         #[command(subcommand)]
@@ -48,10 +85,34 @@ enum SchemaAction {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+/// Exit code for a configuration or credentials problem (distinct from a crash).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
     bronze::telemetry::init_json_logs();
-    let Command::Schema { action } = Cli::parse().command;
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = match cli.command {
+        Command::Run { config } => runtime.block_on(run(config)),
+        Command::Discover { config } => runtime.block_on(discover(config)),
+        Command::Status { config } => runtime.block_on(status(config)),
+        Command::Verify { config, stream } => runtime.block_on(verify(config, stream)),
+        Command::Schema { action } => runtime.block_on(schema(action)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "stopped");
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+async fn schema(action: SchemaAction) -> anyhow::Result<ExitCode> {
     let (config, register) = match action {
         SchemaAction::Check { config } => (config, false),
         SchemaAction::Register { config } => (config, true),

@@ -34,6 +34,12 @@ pub fn take_retries() -> u64 {
     RETRIES.swap(0, Ordering::Relaxed)
 }
 
+/// The number of SDK retries since the process started, less those taken by
+/// [`take_retries`] (for a long-running process that never takes them).
+pub fn peek_retries() -> u64 {
+    RETRIES.load(Ordering::Relaxed)
+}
+
 /// Counts every attempt after the first, for the `Retries` metric.
 #[derive(Debug)]
 struct RetryCounter;
@@ -531,6 +537,38 @@ impl StateStore for DynamoStateStore {
             }
         }
         Ok(entries)
+    }
+
+    async fn partitions(&self) -> Result<Vec<PartitionId>, PortError> {
+        let mut ids = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :c")
+                .expression_attribute_values(":c", s(CHECKPOINT_SK))
+                .projection_expression("pk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| classify("dynamodb:Scan", &self.table, &e))?;
+            for item in out.items() {
+                if let Some(AttributeValue::S(pk)) = item.get("pk") {
+                    if let Some(id) = PartitionId::from_state_key(pk) {
+                        ids.push(id);
+                    }
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        ids.sort();
+        Ok(ids)
     }
 }
 

@@ -169,6 +169,10 @@ struct RawManifest {
     streams: RawStreams,
     #[serde(default)]
     registries: Registries,
+    /// The runner's section (brokers, subscriptions, buffers); validated by the runner,
+    /// which owns its shape. The Lambda functions ignore it.
+    #[serde(default)]
+    runner: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +240,7 @@ pub struct ConnectorConfig {
     defaults: StreamSettings,
     allow_unlisted: bool,
     streams: HashMap<(Source, String), StreamSettings>,
+    runner: Option<serde_yaml::Value>,
 }
 
 impl Default for ConnectorConfig {
@@ -254,6 +259,7 @@ impl Default for ConnectorConfig {
             },
             allow_unlisted: true,
             streams: HashMap::new(),
+            runner: None,
         }
     }
 }
@@ -380,6 +386,7 @@ impl ConnectorConfig {
             defaults,
             allow_unlisted: raw.streams.allow_unlisted,
             streams,
+            runner: raw.runner,
         })
     }
 
@@ -402,6 +409,11 @@ impl ConnectorConfig {
         self.streams
             .iter()
             .map(|((source, name), s)| (*source, name.as_str(), s))
+    }
+
+    /// The file's `runner:` section as written, for the runner to parse and validate.
+    pub fn runner_section(&self) -> Option<&serde_yaml::Value> {
+        self.runner.as_ref()
     }
 
     /// What stored checkpoints mean.

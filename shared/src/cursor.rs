@@ -140,6 +140,100 @@ impl Cursor for SequenceNumber {
     }
 }
 
+/// A Pulsar message id within one (non-partitioned topic or) partition: ledger, entry and
+/// the index inside a batch message. Ordered by ledger, then entry, then batch index, which
+/// is the order a partition's broker assigns them. Display form `ledger:entry:batch`; the
+/// sortable form is the three numbers zero-padded (20 + 20 + 10 digits) with no separator,
+/// so object keys stay plain digits like the other sources'.
+///
+/// A message that is not part of a batch has batch index -1 in the protocol; it is stored
+/// as 0 (an entry holds either one unbatched message or a batch, never both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PulsarMessageId {
+    /// The BookKeeper ledger.
+    pub ledger: u64,
+    /// The entry within the ledger.
+    pub entry: u64,
+    /// The message's index within a batch entry (0 for unbatched messages).
+    pub batch: u32,
+}
+
+const PULSAR_ID_WIDTH: usize = 20;
+const PULSAR_BATCH_WIDTH: usize = 10;
+
+impl PulsarMessageId {
+    /// Builds an id from the protocol's fields (a negative batch index means "not batched").
+    pub fn new(ledger: u64, entry: u64, batch_index: Option<i32>) -> Self {
+        Self {
+            ledger,
+            entry,
+            batch: batch_index.and_then(|b| u32::try_from(b).ok()).unwrap_or(0),
+        }
+    }
+}
+
+impl fmt::Display for PulsarMessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.ledger, self.entry, self.batch)
+    }
+}
+
+impl Cursor for PulsarMessageId {
+    fn sortable(&self) -> String {
+        format!(
+            "{:0w$}{:0w$}{:0b$}",
+            self.ledger,
+            self.entry,
+            self.batch,
+            w = PULSAR_ID_WIDTH,
+            b = PULSAR_BATCH_WIDTH
+        )
+    }
+
+    fn parse(text: &str) -> Result<Self, CursorError> {
+        let number = |part: &str, max: usize| -> Result<u64, CursorError> {
+            let digits = significant_digits(part)?;
+            if digits.len() > max {
+                return Err(CursorError::TooLong {
+                    value: text.to_owned(),
+                    digits: digits.len(),
+                    max,
+                });
+            }
+            digits.parse::<u64>().map_err(|_| CursorError::TooLong {
+                value: text.to_owned(),
+                digits: digits.len(),
+                max,
+            })
+        };
+        let parts: Vec<&str> = text.split(':').collect();
+        let (ledger, entry, batch) = match parts.as_slice() {
+            [l, e, b] => (*l, *e, *b),
+            [l, e] => (*l, *e, "0"),
+            [all] if all.len() == 2 * PULSAR_ID_WIDTH + PULSAR_BATCH_WIDTH => {
+                let (l, rest) = all.split_at(PULSAR_ID_WIDTH);
+                let (e, b) = rest.split_at(PULSAR_ID_WIDTH);
+                (l, e, b)
+            }
+            _ => {
+                return Err(CursorError::NotDecimal {
+                    value: text.to_owned(),
+                });
+            }
+        };
+        let batch = number(batch, PULSAR_BATCH_WIDTH)?;
+        Ok(Self {
+            ledger: number(ledger, PULSAR_ID_WIDTH)?,
+            entry: number(entry, PULSAR_ID_WIDTH)?,
+            batch: u32::try_from(batch).map_err(|_| CursorError::TooLong {
+                value: text.to_owned(),
+                digits: 10,
+                max: 9,
+            })?,
+        })
+    }
+}
+
 /// The display form of a sortable cursor (zero padding removed), for logs.
 pub fn unpad(sortable: &str) -> &str {
     let trimmed = sortable.trim_start_matches('0');
@@ -217,6 +311,27 @@ mod tests {
         assert!(KafkaOffset::parse("-3").is_err());
     }
 
+    #[test]
+    fn pulsar_message_id_forms() {
+        let id = PulsarMessageId::new(12, 7, Some(3));
+        assert_eq!(id.to_string(), "12:7:3");
+        assert_eq!(PulsarMessageId::parse("12:7:3").unwrap(), id);
+        assert_eq!(PulsarMessageId::parse(&id.sortable()).unwrap(), id);
+        assert_eq!(id.sortable().len(), 50);
+        assert!(id.sortable().bytes().all(|b| b.is_ascii_digit()));
+        // Unbatched messages (batch index -1) are batch 0.
+        assert_eq!(PulsarMessageId::new(1, 2, Some(-1)).batch, 0);
+        assert_eq!(
+            PulsarMessageId::new(1, 2, None),
+            PulsarMessageId::parse("1:2").unwrap()
+        );
+        assert!(PulsarMessageId::parse("1:x:0").is_err());
+        assert!(PulsarMessageId::parse("123").is_err());
+        // Entry order within a ledger, ledger order first.
+        assert!(PulsarMessageId::new(1, 9, None) < PulsarMessageId::new(2, 0, None));
+        assert!(PulsarMessageId::new(1, 9, Some(0)) < PulsarMessageId::new(1, 9, Some(1)));
+    }
+
     proptest! {
         #[test]
         fn sequence_order_matches_sortable_text_order(a in "[0-9]{1,128}", b in "[0-9]{1,128}") {
@@ -228,6 +343,14 @@ mod tests {
         #[test]
         fn sequence_order_matches_u64_order_where_it_fits(a: u64, b: u64) {
             prop_assert_eq!(seq(&a.to_string()).cmp(&seq(&b.to_string())), a.cmp(&b));
+        }
+
+        #[test]
+        fn pulsar_order_matches_sortable_text_order(a: (u64, u64, u32), b: (u64, u64, u32)) {
+            let x = PulsarMessageId { ledger: a.0 >> 1, entry: a.1 >> 1, batch: a.2 >> 1 };
+            let y = PulsarMessageId { ledger: b.0 >> 1, entry: b.1 >> 1, batch: b.2 >> 1 };
+            prop_assert_eq!(x.cmp(&y), x.sortable().cmp(&y.sortable()));
+            prop_assert_eq!(PulsarMessageId::parse(&x.sortable()).unwrap(), x);
         }
 
         #[test]

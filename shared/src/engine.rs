@@ -802,6 +802,9 @@ mod tests {
         async fn commit_log(&self, p: &PartitionId) -> Result<Vec<CommitEntry>, PortError> {
             self.inner.commit_log(p).await
         }
+        async fn partitions(&self) -> Result<Vec<PartitionId>, PortError> {
+            self.inner.partitions().await
+        }
     }
 
     #[tokio::test]

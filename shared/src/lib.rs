@@ -5,7 +5,8 @@
 //! See `docs/landing-contract.md` for the contract this code keeps.
 //!
 //! # Layout
-//! - [`cursor`]: typed cursors with a total order (Kafka offsets, Kinesis sequence numbers).
+//! - [`cursor`]: typed cursors with a total order (Kafka offsets, Kinesis sequence numbers,
+//!   Pulsar message ids).
 //! - [`record`]: source records, partition ids, grouping by partition, the skip decision.
 //! - [`config`]: the function's environment and the per-stream YAML connector file.
 //! - [`bronze`]: Bronze encoding (gzip JSON Lines) and deterministic object keys.

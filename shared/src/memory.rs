@@ -280,6 +280,19 @@ impl StateStore for MemoryStateStore {
             .map(|p| p.log.values().cloned().collect())
             .unwrap_or_default())
     }
+
+    async fn partitions(&self) -> Result<Vec<PartitionId>, PortError> {
+        let mut ids: Vec<PartitionId> = self
+            .partitions
+            .lock()
+            .expect("state lock")
+            .iter()
+            .filter(|(_, p)| p.checkpoint.is_some())
+            .filter_map(|(k, _)| PartitionId::from_state_key(k))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
 }
 
 /// A dead-letter queue in memory.

@@ -141,6 +141,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<CommitEntry>, PortError>;
     /// The commit log of a partition in cursor order.
     async fn commit_log(&self, partition: &PartitionId) -> Result<Vec<CommitEntry>, PortError>;
+    /// Every partition that has a checkpoint, for audits (`status`, `verify`).
+    async fn partitions(&self) -> Result<Vec<PartitionId>, PortError>;
 }
 
 /// The dead-letter queue.

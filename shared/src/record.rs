@@ -58,6 +58,19 @@ impl PartitionId {
     pub fn state_key(&self) -> String {
         format!("{}#{}#{}", self.source, self.stream, self.partition)
     }
+
+    /// Reads a [`Self::state_key`] back (`None` for a key this connector did not write).
+    pub fn from_state_key(key: &str) -> Option<Self> {
+        let (source, rest) = key.split_once('#')?;
+        let (stream, partition) = rest.rsplit_once('#')?;
+        let source = match source {
+            "kafka" => Source::Kafka,
+            "kinesis" => Source::Kinesis,
+            "pulsar" => Source::Pulsar,
+            _ => return None,
+        };
+        (!stream.is_empty() && !partition.is_empty()).then(|| Self::new(source, stream, partition))
+    }
 }
 
 impl fmt::Display for PartitionId {

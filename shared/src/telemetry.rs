@@ -29,6 +29,9 @@ pub struct StreamMetrics {
     pub lag_ms: Option<i64>,
 }
 
+/// One stream's counters: `((source, stream), counters)`.
+pub type StreamSnapshot = ((Source, String), StreamMetrics);
+
 /// Low-cardinality metrics of one invocation, keyed by (source, stream).
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -55,6 +58,19 @@ impl Metrics {
             .get(&(source, stream.to_owned()))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Every stream's counters so far, with the retries, for exporters that read totals
+    /// (the runner's Prometheus endpoint).
+    pub fn snapshot(&self) -> (Vec<StreamSnapshot>, u64) {
+        let streams = self.streams.lock().expect("metrics lock");
+        (
+            streams
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            self.retries.load(Ordering::Relaxed),
+        )
     }
 
     /// The EMF documents for this invocation, one per stream.

@@ -1,0 +1,255 @@
+//! The commands: setup shared by all of them, `run`, `discover`, `status`, `verify`.
+
+use crate::config::{RunnerConfig, SaslMechanism};
+use crate::pipeline::{Pipeline, Shared};
+use crate::{audit, http, kafka, pulsar, secrets};
+use anyhow::Context;
+use bronze::aws::{DynamoStateStore, S3ObjectStore, SqsDeadLetterQueue};
+use bronze::config::{ConnectorConfig, EnvConfig};
+use bronze::engine::Lander;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The environment, with `--config` as the connector file.
+fn env_with(config: Option<&str>) -> anyhow::Result<EnvConfig> {
+    let env = EnvConfig::from_lookup(|name| match (name, config) {
+        ("CONNECTOR_CONFIG", Some(c)) => Some(c.to_owned()),
+        _ => std::env::var(name).ok(),
+    })?;
+    Ok(env)
+}
+
+/// What every command reads: environment, SDK, connector file, runner section, credentials.
+#[derive(Debug)]
+pub struct Setup {
+    /// The environment (bucket, table, queue, prefix).
+    pub env: EnvConfig,
+    /// AWS SDK configuration.
+    pub sdk: aws_config::SdkConfig,
+    /// The connector file.
+    pub connector: Arc<ConnectorConfig>,
+    /// Its `runner:` section.
+    pub runner: RunnerConfig,
+    /// Kafka PLAIN/SCRAM credentials, when configured.
+    pub credentials: Option<secrets::SaslCredentials>,
+}
+
+/// Reads the environment, the connector file and the credentials.
+pub async fn setup(config: &str) -> anyhow::Result<Setup> {
+    let env = env_with(Some(config))?;
+    let sdk = bronze::aws::sdk_config().await;
+    let connector = bronze::sources::load_connector(&env, &sdk).await?;
+    let runner = RunnerConfig::from_connector(&connector)?;
+    let credentials = match runner.kafka.as_ref().and_then(|k| k.security.mechanism) {
+        Some(SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512) => {
+            let arn = runner
+                .kafka
+                .as_ref()
+                .and_then(|k| k.security.secret_arn.as_deref());
+            Some(secrets::sasl_credentials(&sdk, arn).await?)
+        }
+        _ => None,
+    };
+    Ok(Setup {
+        env,
+        sdk,
+        connector: Arc::new(connector),
+        runner,
+        credentials,
+    })
+}
+
+fn lander(setup: &Setup) -> anyhow::Result<Lander> {
+    let env = &setup.env;
+    Ok(Lander::new(
+        Arc::new(S3ObjectStore::new(&setup.sdk, &env.bucket)),
+        Arc::new(DynamoStateStore::new(&setup.sdk, &env.state_table)),
+        Arc::new(SqsDeadLetterQueue::new(&setup.sdk, &env.dlq_url)),
+        env.prefix.clone(),
+    )
+    .with_schemas(Arc::new(bronze::sources::schema_decoder(
+        &setup.connector,
+        &setup.sdk,
+    )?)))
+}
+
+/// `run`: consume and land until SIGTERM or a consumer error.
+pub async fn run(config: String) -> anyhow::Result<ExitCode> {
+    // Listen for SIGTERM before anything else, so an early stop is a clean stop too.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let setup = setup(&config).await?;
+    let run_id = format!("runner-{}", uuid::Uuid::new_v4());
+    let lander = lander(&setup)?;
+    let state: Arc<dyn bronze::ports::StateStore> =
+        Arc::new(DynamoStateStore::new(&setup.sdk, &setup.env.state_table));
+    let runner = setup.runner.clone();
+    let drain = Duration::from_millis(runner.shutdown_timeout_ms);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut pipelines = Vec::new();
+    let mut shareds = Vec::new();
+    let mut consumers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
+
+    if let Some(kafka) = runner.kafka.clone() {
+        let shared = Arc::new(Shared::default());
+        let acks = Arc::new(kafka::KafkaAcks::default());
+        let pipeline = Pipeline::new(
+            lander.clone(),
+            setup.connector.clone(),
+            runner.files.clone(),
+            runner.buffer.max_bytes,
+            &runner.concurrency,
+            shared.clone(),
+            acks.clone(),
+            &run_id,
+            kafka::lag,
+        );
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        pipelines.push(tokio::spawn(pipeline.run(rx, drain)));
+        tracing::info!(kafka = %kafka::describe(&kafka), run_id = %run_id, "starting the Kafka consumer");
+        let source = kafka::KafkaSource {
+            config: kafka,
+            max_buffer: runner.buffer.max_bytes,
+            credentials: setup.credentials.clone(),
+            sdk: setup.sdk.clone(),
+            state: state.clone(),
+            connector: setup.connector.clone(),
+            shared: shared.clone(),
+            acks,
+        };
+        let handle = tokio::runtime::Handle::current();
+        let stop = stop.clone();
+        consumers.push(tokio::task::spawn_blocking(move || {
+            source.run(handle, tx, stop).map_err(anyhow::Error::from)
+        }));
+        shareds.push(shared);
+    }
+    if let Some(p) = runner.pulsar.clone() {
+        let shared = Arc::new(Shared::default());
+        let (pipeline_task, consumer_task) = pulsar::start(
+            p,
+            &setup,
+            lander.clone(),
+            state.clone(),
+            shared.clone(),
+            &run_id,
+            stop.clone(),
+        )
+        .await?;
+        pipelines.push(pipeline_task);
+        consumers.push(consumer_task);
+        shareds.push(shared);
+    }
+
+    let addr = http::serve(
+        &runner.http.bind,
+        runner.http.port,
+        http::Endpoints {
+            pipelines: shareds.clone(),
+        },
+    )
+    .await
+    .with_context(|| format!("binding {}:{}", runner.http.bind, runner.http.port))?;
+    tracing::info!(address = %addr, "serving /metrics and /healthz");
+
+    // Stop on SIGTERM/SIGINT, or when a consumer ends by itself (an error).
+    let mut consumers = futures::future::select_all(consumers);
+    let mut failed = false;
+    let mut remaining = tokio::select! {
+        _ = sigterm.recv() => { tracing::info!("SIGTERM: draining"); Vec::new() }
+        _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: draining"); Vec::new() }
+        (result, _, rest) = &mut consumers => {
+            failed |= report(result);
+            rest
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    if remaining.is_empty() {
+        remaining = consumers.into_inner();
+    }
+    for result in futures::future::join_all(remaining).await {
+        failed |= report(result);
+    }
+    let mut abandoned = 0;
+    for p in pipelines {
+        abandoned += p.await.unwrap_or(1);
+    }
+    if abandoned > 0 {
+        tracing::warn!(
+            partitions = abandoned,
+            "stopped with uncommitted records; they will be read again"
+        );
+    }
+    tracing::info!(failed, "stopped");
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn report(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> bool {
+    match result {
+        Ok(Ok(())) => false,
+        Ok(Err(e)) => {
+            tracing::error!(error = format!("{e:#}"), "consumer stopped");
+            eprintln!("error: {e:#}");
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "consumer task failed");
+            true
+        }
+    }
+}
+
+/// `discover`.
+pub async fn discover(config: String) -> anyhow::Result<ExitCode> {
+    let setup = setup(&config).await?;
+    let consumer = audit::kafka_reader(&setup.runner, setup.credentials.as_ref())?;
+    print!("{}", audit::discover(&setup.runner, consumer.as_ref())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status`.
+pub async fn status(config: String) -> anyhow::Result<ExitCode> {
+    let setup = setup(&config).await?;
+    let consumer = audit::kafka_reader(&setup.runner, setup.credentials.as_ref())?;
+    let state = DynamoStateStore::new(&setup.sdk, &setup.env.state_table);
+    let rows = audit::status(&setup.runner, &state, consumer.as_ref()).await?;
+    print!("{}", audit::status_table(&rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `verify`.
+pub async fn verify(config: Option<String>, stream: Option<String>) -> anyhow::Result<ExitCode> {
+    let (env, sdk, consumer) = match &config {
+        Some(c) => {
+            let setup = setup(c).await?;
+            let consumer = audit::kafka_reader(&setup.runner, setup.credentials.as_ref())?;
+            (setup.env, setup.sdk, consumer)
+        }
+        None => (env_with(None)?, bronze::aws::sdk_config().await, None),
+    };
+    let state = DynamoStateStore::new(&sdk, &env.state_table);
+    let objects = S3ObjectStore::new(&sdk, &env.bucket);
+    let probe = consumer.as_ref().map(|c| c as &dyn audit::SourceProbe);
+    let report = audit::verify(&state, &objects, probe, stream.as_deref()).await?;
+    for v in &report.violations {
+        println!("VIOLATION {}: {}", v.partition, v.problem);
+    }
+    println!(
+        "verified {} partitions, {} commits, {} records landed, {} dead-lettered: {} violation(s)",
+        report.partitions,
+        report.commits,
+        report.records,
+        report.dead_lettered,
+        report.violations.len()
+    );
+    Ok(if report.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

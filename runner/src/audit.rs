@@ -1,0 +1,558 @@
+//! Operator commands that read rather than land: `discover`, `status` and `verify`.
+
+use crate::config::RunnerConfig;
+use crate::secrets::SaslCredentials;
+use bronze::cursor::{Cursor, KafkaOffset, PulsarMessageId, SequenceNumber};
+use bronze::ports::{ObjectStore, StateStore};
+use bronze::record::{PartitionId, Source};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A Kafka client for metadata and audits (no group membership, nothing committed).
+pub fn kafka_reader(
+    runner: &RunnerConfig,
+    credentials: Option<&SaslCredentials>,
+) -> anyhow::Result<Option<BaseConsumer>> {
+    let Some(kafka) = &runner.kafka else {
+        return Ok(None);
+    };
+    let mut config = crate::kafka::client_config(kafka, runner.buffer.max_bytes);
+    crate::kafka::with_credentials(&mut config, credentials);
+    // An audit client never joins the group nor commits.
+    config.set("group.id", format!("{}-audit", kafka.group_id));
+    Ok(Some(config.create()?))
+}
+
+/// Topics and partition counts that the runner's Kafka subscription matches now.
+pub fn kafka_topics(
+    runner: &RunnerConfig,
+    consumer: &BaseConsumer,
+) -> anyhow::Result<BTreeMap<String, usize>> {
+    let kafka = runner.kafka.as_ref().expect("kafka configured");
+    let patterns = kafka
+        .patterns
+        .iter()
+        .map(|p| {
+            regex::Regex::new(p).map_err(|e| anyhow::anyhow!("runner.kafka.patterns: {p}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let metadata = consumer.fetch_metadata(None, METADATA_TIMEOUT)?;
+    let mut topics = BTreeMap::new();
+    for t in metadata.topics() {
+        let name = t.name();
+        if name.starts_with("__") {
+            continue;
+        }
+        if kafka.topics.iter().any(|x| x == name) || patterns.iter().any(|p| p.is_match(name)) {
+            topics.insert(name.to_owned(), t.partitions().len());
+        }
+    }
+    for t in &kafka.topics {
+        if !topics.contains_key(t) {
+            anyhow::bail!("topic {t} (runner.kafka.topics) does not exist on the cluster");
+        }
+    }
+    Ok(topics)
+}
+
+/// `discover`: prints what the configuration would subscribe to, then a `streams.items`
+/// section for it.
+pub fn discover(runner: &RunnerConfig, consumer: Option<&BaseConsumer>) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut items = Vec::new();
+    if let Some(consumer) = consumer {
+        let topics = kafka_topics(runner, consumer)?;
+        out.push_str("# Kafka topics matched by runner.kafka (topic: partitions)\n");
+        for (topic, partitions) in &topics {
+            out.push_str(&format!("#   {topic}: {partitions}\n"));
+            items.push(format!("    - name: {topic}\n      source: kafka\n"));
+        }
+    }
+    if let Some(p) = &runner.pulsar {
+        out.push_str("# Pulsar topics listed in runner.pulsar\n");
+        for topic in &p.topics {
+            out.push_str(&format!("#   {topic}\n"));
+            items.push(format!(
+                "    - name: {}\n      source: pulsar\n",
+                crate::pulsar::stream_name(topic)
+            ));
+        }
+    }
+    out.push_str("streams:\n  strategy: config_defined\n  items:\n");
+    for item in items {
+        out.push_str(&item);
+    }
+    Ok(out)
+}
+
+/// One row of `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRow {
+    /// The partition.
+    pub partition: PartitionId,
+    /// Last landed cursor (display form), if any.
+    pub checkpoint: Option<String>,
+    /// Kafka: the high watermark (next offset to be written).
+    pub high_watermark: Option<i64>,
+    /// Kafka: records not yet landed.
+    pub lag: Option<u64>,
+    /// When the last commit happened (ms since the epoch) and who made it.
+    pub last_commit: Option<(i64, String)>,
+}
+
+/// `status`: checkpoints and lag per partition, for the partitions the state registry
+/// knows plus (for Kafka) those the subscription matches now.
+pub async fn status(
+    runner: &RunnerConfig,
+    state: &dyn StateStore,
+    consumer: Option<&BaseConsumer>,
+) -> anyhow::Result<Vec<StatusRow>> {
+    let mut ids: std::collections::BTreeSet<PartitionId> =
+        state.partitions().await?.into_iter().collect();
+    let mut marks = BTreeMap::new();
+    if let Some(consumer) = consumer {
+        for (topic, partitions) in kafka_topics(runner, consumer)? {
+            for p in 0..partitions {
+                let id = PartitionId::new(Source::Kafka, &topic, p.to_string());
+                let (_, high) = consumer.fetch_watermarks(&topic, p as i32, METADATA_TIMEOUT)?;
+                marks.insert(id.clone(), high);
+                ids.insert(id);
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for id in ids {
+        let checkpoint = state.checkpoint(&id).await?;
+        let display = checkpoint
+            .as_ref()
+            .map(|c| display_cursor(id.source, &c.cursor));
+        let high = marks.get(&id).copied();
+        let lag = match (id.source, high) {
+            (Source::Kafka, Some(h)) => {
+                let last = checkpoint
+                    .as_ref()
+                    .and_then(|c| KafkaOffset::parse(&c.cursor).ok());
+                Some(crate::kafka::lag(
+                    last.as_ref(),
+                    u64::try_from(h).unwrap_or(0),
+                ))
+            }
+            _ => None,
+        };
+        rows.push(StatusRow {
+            partition: id,
+            checkpoint: display,
+            high_watermark: high,
+            lag,
+            last_commit: checkpoint.map(|c| (c.last_commit.committed_at_ms, c.last_commit.run_id)),
+        });
+    }
+    Ok(rows)
+}
+
+/// Renders `status` rows as a table.
+pub fn status_table(rows: &[StatusRow]) -> String {
+    let mut out = format!(
+        "{:<8} {:<32} {:<14} {:>22} {:>14} {:>10}  {}\n",
+        "SOURCE", "STREAM", "PARTITION", "CHECKPOINT", "HIGH_WATERMARK", "LAG", "LAST_COMMIT_BY"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{:<8} {:<32} {:<14} {:>22} {:>14} {:>10}  {}\n",
+            r.partition.source.as_str(),
+            r.partition.stream,
+            r.partition.partition,
+            r.checkpoint.as_deref().unwrap_or("-"),
+            r.high_watermark.map_or("-".into(), |h| h.to_string()),
+            r.lag.map_or("-".into(), |l| l.to_string()),
+            r.last_commit.as_ref().map_or("-", |(_, by)| by.as_str()),
+        ));
+    }
+    out
+}
+
+fn display_cursor(source: Source, sortable: &str) -> String {
+    match source {
+        Source::Kafka => KafkaOffset::parse(sortable).map(|c| c.to_string()),
+        Source::Kinesis => SequenceNumber::parse(sortable).map(|c| c.to_string()),
+        Source::Pulsar => PulsarMessageId::parse(sortable).map(|c| c.to_string()),
+    }
+    .unwrap_or_else(|_| sortable.to_owned())
+}
+
+/// A broken promise found by `verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Where.
+    pub partition: PartitionId,
+    /// What.
+    pub problem: String,
+}
+
+/// What `verify` checked.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Partitions audited.
+    pub partitions: usize,
+    /// Commit-log entries audited.
+    pub commits: usize,
+    /// Records found in committed objects.
+    pub records: u64,
+    /// Records the commit log says went to the DLQ.
+    pub dead_lettered: u64,
+    /// Everything wrong.
+    pub violations: Vec<Violation>,
+}
+
+/// Reads the records of a Kafka partition in `[from, to)` that the broker still has, to
+/// tell a gap the source has (compaction, transaction markers, retention) from a lost record.
+pub trait SourceProbe {
+    /// Offsets present in the source in `[from, to)`.
+    fn offsets(&self, topic: &str, partition: i32, from: u64, to: u64) -> anyhow::Result<Vec<u64>>;
+}
+
+impl SourceProbe for BaseConsumer {
+    fn offsets(&self, topic: &str, partition: i32, from: u64, to: u64) -> anyhow::Result<Vec<u64>> {
+        let (low, high) = self.fetch_watermarks(topic, partition, METADATA_TIMEOUT)?;
+        let from = from.max(u64::try_from(low).unwrap_or(0));
+        let to = to.min(u64::try_from(high).unwrap_or(0));
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from as i64))?;
+        self.assign(&tpl)?;
+        let mut found = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            match self.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    let o = m.offset() as u64;
+                    if o >= to {
+                        break;
+                    }
+                    found.push(o);
+                    if o + 1 >= to {
+                        break;
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => {}
+            }
+        }
+        self.unassign()?;
+        Ok(found)
+    }
+}
+
+/// `verify`: audits the committed Bronze data against the commit log, per partition:
+/// every committed object exists and holds exactly the records its entry says, in cursor
+/// order, inside the entry's range; no cursor is committed twice (ranges do not overlap,
+/// no record is in two objects); the checkpoint is the end of the log; and, for Kafka,
+/// every offset between the first and last committed one is landed or dead-lettered unless
+/// the broker confirms the source does not have it.
+pub async fn verify(
+    state: &dyn StateStore,
+    objects: &dyn ObjectStore,
+    probe: Option<&dyn SourceProbe>,
+    only_stream: Option<&str>,
+) -> anyhow::Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    for id in state.partitions().await? {
+        if only_stream.is_some_and(|s| s != id.stream) {
+            continue;
+        }
+        report.partitions += 1;
+        let mut problem = |p: String| {
+            report.violations.push(Violation {
+                partition: id.clone(),
+                problem: p,
+            })
+        };
+        let log = state.commit_log(&id).await?;
+        let checkpoint = state.checkpoint(&id).await?;
+        if let (Some(c), Some(last)) = (&checkpoint, log.iter().map(|e| &e.last).max()) {
+            if &c.cursor != last {
+                problem(format!(
+                    "checkpoint {} is not the last committed cursor {}",
+                    display_cursor(id.source, &c.cursor),
+                    display_cursor(id.source, last)
+                ));
+            }
+        }
+        let mut previous: Option<&bronze::ports::CommitEntry> = None;
+        let mut kafka_missing: Vec<(u64, u64)> = Vec::new();
+        let mut records = 0u64;
+        let mut dead = 0u64;
+        for entry in &log {
+            if entry.first > entry.last {
+                problem(format!(
+                    "commit {}..{} has first after last",
+                    entry.first, entry.last
+                ));
+            }
+            if let Some(prev) = previous {
+                if entry.first <= prev.last {
+                    problem(format!(
+                        "cursors committed twice: commit {}..{} overlaps {}..{}",
+                        display_cursor(id.source, &entry.first),
+                        display_cursor(id.source, &entry.last),
+                        display_cursor(id.source, &prev.first),
+                        display_cursor(id.source, &prev.last)
+                    ));
+                }
+            }
+            dead += entry.dead_lettered;
+            let cursors: Vec<String> = match &entry.object_key {
+                None => Vec::new(),
+                Some(key) => match objects.get(key).await? {
+                    None => {
+                        problem(format!("committed object {key} is missing"));
+                        previous = Some(entry);
+                        continue;
+                    }
+                    Some(body) => bronze::bronze::read_lines(&body)?
+                        .iter()
+                        .map(|l| l["cursor"].as_str().unwrap_or_default().to_owned())
+                        .collect(),
+                },
+            };
+            if cursors.len() as u64 != entry.records {
+                problem(format!(
+                    "object {} holds {} records, the commit says {}",
+                    entry.object_key.as_deref().unwrap_or("-"),
+                    cursors.len(),
+                    entry.records
+                ));
+            }
+            records += cursors.len() as u64;
+            if id.source == Source::Kafka {
+                let mut offsets = Vec::with_capacity(cursors.len());
+                for c in &cursors {
+                    match KafkaOffset::parse(c) {
+                        Ok(o) => offsets.push(o.0),
+                        Err(e) => problem(format!(
+                            "unreadable cursor {c:?} in {:?}: {e}",
+                            entry.object_key
+                        )),
+                    }
+                }
+                let (Ok(first), Ok(last)) = (
+                    KafkaOffset::parse(&entry.first),
+                    KafkaOffset::parse(&entry.last),
+                ) else {
+                    problem(format!(
+                        "unreadable commit range {}..{}",
+                        entry.first, entry.last
+                    ));
+                    continue;
+                };
+                if offsets.windows(2).any(|w| w[0] >= w[1]) {
+                    problem(format!(
+                        "object {:?} is not in strictly increasing offset order",
+                        entry.object_key
+                    ));
+                }
+                if offsets.first().is_some_and(|o| *o < first.0)
+                    || offsets.last().is_some_and(|o| *o > last.0)
+                {
+                    problem(format!(
+                        "object {:?} holds offsets outside {}..{}",
+                        entry.object_key, first.0, last.0
+                    ));
+                }
+                let span = last.0 - first.0 + 1;
+                if offsets.len() as u64 + entry.dead_lettered < span {
+                    // Offsets in the range that are neither landed nor dead-lettered.
+                    let mut expected = first.0;
+                    for o in offsets.iter().copied().chain(std::iter::once(last.0 + 1)) {
+                        if o > expected {
+                            kafka_missing.push((expected, o));
+                        }
+                        expected = o + 1;
+                    }
+                }
+                if let Some(prev) = previous {
+                    if let Ok(p) = KafkaOffset::parse(&prev.last) {
+                        if first.0 > p.0 + 1 {
+                            kafka_missing.push((p.0 + 1, first.0));
+                        }
+                    }
+                }
+            }
+            previous = Some(entry);
+        }
+        report.commits += log.len();
+        report.records += records;
+        report.dead_lettered += dead;
+        // Dead-lettered offsets are among the missing ones, so only a shortfall beyond them
+        // is a loss; the broker tells which offsets exist.
+        let missing_total: u64 = kafka_missing.iter().map(|(a, b)| b - a).sum();
+        if missing_total > dead {
+            let partition: i32 = id.partition.parse().unwrap_or(-1);
+            match probe {
+                Some(probe) => {
+                    let mut present = 0u64;
+                    let mut example = None;
+                    for (a, b) in &kafka_missing {
+                        let found = probe.offsets(&id.stream, partition, *a, *b)?;
+                        present += found.len() as u64;
+                        if example.is_none() {
+                            example = found.first().copied();
+                        }
+                    }
+                    if present > dead {
+                        problem(format!(
+                            "{} offsets exist in the source but are neither landed nor dead-lettered (first: {})",
+                            present - dead,
+                            example.map_or("-".into(), |e| e.to_string())
+                        ));
+                    }
+                }
+                None => problem(format!(
+                    "{} offsets between committed ranges are neither landed nor dead-lettered \
+                     (first gap {}..{}); pass a config with runner.kafka to check them against the broker",
+                    missing_total - dead,
+                    kafka_missing[0].0,
+                    kafka_missing[0].1
+                )),
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bronze::config::ConnectorConfig;
+    use bronze::engine::{Lander, RunContext};
+    use bronze::memory::{Faults, MemoryDlq, MemoryObjectStore, MemoryStateStore};
+    use bronze::ports::CommitEntry;
+    use bronze::record::{PartitionBatch, Record};
+    use std::sync::Arc;
+
+    fn record(o: u64) -> Record<KafkaOffset> {
+        Record {
+            cursor: KafkaOffset(o),
+            key: None,
+            headers: vec![],
+            timestamp_ms: Some(0),
+            payload: Some(format!("{{\"n\":{o}}}").into_bytes()),
+            defect: None,
+            schema_id: None,
+        }
+    }
+
+    async fn landed(
+        ranges: &[std::ops::Range<u64>],
+    ) -> (Arc<MemoryStateStore>, Arc<MemoryObjectStore>, PartitionId) {
+        let faults = Faults::new();
+        let state = Arc::new(MemoryStateStore::new(faults.clone()));
+        let objects = Arc::new(MemoryObjectStore::new(faults.clone()));
+        let lander = Lander::new(
+            objects.clone(),
+            state.clone(),
+            Arc::new(MemoryDlq::new(faults)),
+            "bronze",
+        );
+        let id = PartitionId::new(Source::Kafka, "orders", "0");
+        let settings = ConnectorConfig::default()
+            .stream(Source::Kafka, "orders")
+            .cloned()
+            .unwrap();
+        let metrics = bronze::telemetry::Metrics::default();
+        for r in ranges {
+            let batch = PartitionBatch {
+                id: id.clone(),
+                records: r.clone().map(record).collect(),
+            };
+            lander
+                .land(
+                    &batch,
+                    &settings,
+                    RunContext {
+                        run_id: "t",
+                        now_ms: 0,
+                        metrics: &metrics,
+                    },
+                )
+                .await;
+        }
+        (state, objects, id)
+    }
+
+    #[tokio::test]
+    async fn clean_log_passes() {
+        let (state, objects, _) = landed(&[0..10, 10..25, 25..30]).await;
+        let report = verify(state.as_ref(), objects.as_ref(), None, None)
+            .await
+            .unwrap();
+        assert_eq!(report.violations, vec![]);
+        assert_eq!(
+            (report.partitions, report.commits, report.records),
+            (1, 3, 30)
+        );
+    }
+
+    #[tokio::test]
+    async fn gap_and_double_commit_and_missing_object_are_violations() {
+        // A gap: 10..15 never landed.
+        let (state, objects, _) = landed(&[0..10, 15..20]).await;
+        let report = verify(state.as_ref(), objects.as_ref(), None, None)
+            .await
+            .unwrap();
+        assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+        assert!(report.violations[0].problem.contains("first gap 10..15"));
+
+        // A probe that says the source has no offsets there: a compacted gap is fine.
+        struct Empty;
+        impl SourceProbe for Empty {
+            fn offsets(&self, _: &str, _: i32, _: u64, _: u64) -> anyhow::Result<Vec<u64>> {
+                Ok(vec![])
+            }
+        }
+        let report = verify(state.as_ref(), objects.as_ref(), Some(&Empty), None)
+            .await
+            .unwrap();
+        assert_eq!(report.violations, vec![]);
+
+        // A range committed twice (forged log entry overlapping the checkpointed range).
+        let (state, objects, id) = landed(&[0..10, 10..20]).await;
+        let log = state.commit_log(&id).await.unwrap();
+        let forged = CommitEntry {
+            first: KafkaOffset(15).sortable(),
+            last: KafkaOffset(20).sortable(),
+            ..log[1].clone()
+        };
+        state.log_commit(&id, &forged).await.unwrap();
+        let report = verify(state.as_ref(), objects.as_ref(), None, None)
+            .await
+            .unwrap();
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| v.problem.contains("committed twice")),
+            "{:?}",
+            report.violations
+        );
+
+        // A committed object that disappeared.
+        let (state, objects, id) = landed(&[0..5, 5..10]).await;
+        let key = state.commit_log(&id).await.unwrap()[0]
+            .object_key
+            .clone()
+            .unwrap();
+        objects.delete(&key).await.unwrap();
+        let report = verify(state.as_ref(), objects.as_ref(), None, None)
+            .await
+            .unwrap();
+        assert!(report.violations[0].problem.contains("is missing"));
+    }
+}

@@ -1,0 +1,704 @@
+//! Kafka through an rdkafka consumer group, with the state registry as the source of truth.
+//!
+//! The consumer lives on its own thread (a `BaseConsumer` polled in a loop), so that the
+//! rebalance callback may block on the state registry and on the pipeline:
+//!
+//! - **assigned**: read each partition's checkpoint and start right after it (or at the
+//!   configured start for a partition never landed). Kafka's committed offsets are not
+//!   trusted for this; they are only written afterwards, as an advisory copy for lag tools.
+//! - **revoked**: hand the partitions to the pipeline, which lands and commits what is
+//!   buffered for them, and only then give them up.
+//! - a **zombie** that lost its partitions without a callback (session timeout) still holds
+//!   records; its commit is conditional on the checkpoint it read, so it fails with
+//!   "checkpoint moved" and overwrites nothing.
+//!
+//! Backpressure: when the pipeline's buffered bytes reach the cap, every assigned partition
+//! is paused; they resume below half the cap. The consumer keeps polling while paused, so it
+//! stays in the group.
+
+use crate::config::{KafkaConfig, SaslMechanism, StartFrom};
+use crate::pipeline::{Acknowledge, Input, Shared, record_bytes};
+use crate::secrets::SaslCredentials;
+use bronze::config::ConnectorConfig;
+use bronze::cursor::{Cursor, KafkaOffset};
+use bronze::ports::StateStore;
+use bronze::record::{Header, PartitionId, Record, Source};
+use rdkafka::ClientContext;
+use rdkafka::client::OAuthToken;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why the Kafka consumer stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    /// The client could not be created (bad property, bad TLS file).
+    #[error("cannot create the Kafka consumer: {0}")]
+    Create(#[source] KafkaError),
+    /// Subscribing failed.
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        /// The topics and patterns.
+        topics: Vec<String>,
+        /// The client error.
+        source: KafkaError,
+    },
+    /// The broker refused our credentials or permissions. Retrying cannot help.
+    #[error("Kafka authentication or authorization failed: {0}")]
+    Auth(String),
+    /// Something else the runner cannot go on after (a stored checkpoint it cannot read,
+    /// a topic the connector file refuses).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// A partition of a topic, as librdkafka names it.
+type TopicPartition = (String, i32);
+
+fn partition_id(topic: &str, partition: i32) -> PartitionId {
+    PartitionId::new(Source::Kafka, topic, partition.to_string())
+}
+
+/// Lag of a Kafka partition: the high watermark is the next offset to be written.
+pub fn lag(last_committed: Option<&KafkaOffset>, high_watermark: u64) -> u64 {
+    high_watermark.saturating_sub(last_committed.map_or(0, |o| o.0 + 1))
+}
+
+/// Offsets committed by the pipeline, waiting to be copied to Kafka (advisory, for tools
+/// that read consumer-group lag).
+#[derive(Debug, Default)]
+pub struct KafkaAcks {
+    pending: Mutex<HashMap<TopicPartition, i64>>,
+}
+
+impl Acknowledge<KafkaOffset> for KafkaAcks {
+    fn committed(&self, partition: &PartitionId, last: &KafkaOffset) {
+        let Ok(p) = partition.partition.parse::<i32>() else {
+            return;
+        };
+        let next = i64::try_from(last.0).unwrap_or(i64::MAX - 1) + 1;
+        let mut pending = self.pending.lock().expect("acks lock");
+        let slot = pending.entry((partition.stream.clone(), p)).or_insert(next);
+        *slot = (*slot).max(next);
+    }
+}
+
+/// How a token for MSK IAM is made.
+#[derive(Debug, Clone)]
+struct IamSigner {
+    region: aws_config::Region,
+    credentials: aws_credential_types::provider::SharedCredentialsProvider,
+}
+
+/// The consumer's context: callbacks run on the consumer thread.
+struct Ctx {
+    runtime: tokio::runtime::Handle,
+    state: Arc<dyn StateStore>,
+    connector: Arc<ConnectorConfig>,
+    tx: mpsc::Sender<Input<KafkaOffset>>,
+    start_from: StartFrom,
+    paused: AtomicBool,
+    assignment: Mutex<BTreeSet<TopicPartition>>,
+    fatal: Mutex<Option<KafkaSourceError>>,
+    high_watermarks: Mutex<HashMap<TopicPartition, i64>>,
+    iam: Option<IamSigner>,
+    acks: Arc<KafkaAcks>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").finish_non_exhaustive()
+    }
+}
+
+impl Ctx {
+    fn fail(&self, error: KafkaSourceError) {
+        tracing::error!(error = %error, "Kafka consumer cannot go on");
+        let mut fatal = self.fatal.lock().expect("fatal lock");
+        if fatal.is_none() {
+            *fatal = Some(error);
+        }
+    }
+
+    /// The offset to start a newly assigned partition at: right after its checkpoint.
+    fn start_offset(&self, topic: &str, partition: i32) -> Result<Offset, KafkaSourceError> {
+        let id = partition_id(topic, partition);
+        if self.connector.stream(Source::Kafka, topic).is_none() {
+            return Err(KafkaSourceError::Fatal(format!(
+                "{id}: topic is not listed in the connector file and streams.allow_unlisted is false"
+            )));
+        }
+        let mut attempt = 0u32;
+        let checkpoint = loop {
+            match self.runtime.block_on(self.state.checkpoint(&id)) {
+                Ok(c) => break c,
+                Err(e) if e.is_transient() && attempt < 8 => {
+                    attempt += 1;
+                    tracing::warn!(partition = %id, error = %e, attempt, "checkpoint read failed; retrying");
+                    std::thread::sleep(crate::pipeline::backoff(attempt, false));
+                }
+                Err(e) => {
+                    return Err(KafkaSourceError::Fatal(format!(
+                        "{id}: cannot read the checkpoint: {e}"
+                    )));
+                }
+            }
+        };
+        Ok(match checkpoint {
+            Some(c) => {
+                let last = KafkaOffset::parse(&c.cursor).map_err(|e| {
+                    KafkaSourceError::Fatal(format!("{id}: stored checkpoint {:?}: {e}", c.cursor))
+                })?;
+                tracing::info!(partition = %id, checkpoint = %last, "assigned; resuming after the checkpoint");
+                Offset::Offset(i64::try_from(last.0).unwrap_or(i64::MAX - 1) + 1)
+            }
+            None => {
+                tracing::info!(partition = %id, start_from = ?self.start_from, "assigned; no checkpoint yet");
+                match self.start_from {
+                    StartFrom::Earliest => Offset::Beginning,
+                    StartFrom::Latest => Offset::End,
+                }
+            }
+        })
+    }
+
+    fn on_assign(&self, consumer: &BaseConsumer<Ctx>, tpl: &mut TopicPartitionList) {
+        let elements: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        for (topic, partition) in &elements {
+            match self.start_offset(topic, *partition) {
+                Ok(offset) => {
+                    if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
+                        self.fail(KafkaSourceError::Fatal(format!(
+                            "{topic}/{partition}: cannot set the start offset: {e}"
+                        )));
+                    }
+                }
+                Err(e) => self.fail(e),
+            }
+        }
+        let result = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+            _ => consumer.assign(tpl),
+        };
+        if let Err(e) = result {
+            self.fail(KafkaSourceError::Fatal(format!("assign failed: {e}")));
+            return;
+        }
+        if self.paused.load(Ordering::Relaxed) || self.fatal.lock().expect("fatal lock").is_some() {
+            let _ = consumer.pause(tpl);
+        }
+        self.assignment
+            .lock()
+            .expect("assignment lock")
+            .extend(elements);
+        tracing::info!(partitions = tpl.count(), "partitions assigned");
+    }
+
+    fn on_revoke(&self, consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) {
+        let elements: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        let ids: Vec<PartitionId> = elements.iter().map(|(t, p)| partition_id(t, *p)).collect();
+        tracing::info!(
+            partitions = ids.len(),
+            "partitions revoked; landing what is buffered for them"
+        );
+        // Records of these partitions polled but not yet handed over go first, in order.
+        let (ack, done) = oneshot::channel();
+        if self.tx.blocking_send(Input::Revoke(ids, ack)).is_ok() {
+            let _ = done.blocking_recv();
+        }
+        self.commit_advisory(consumer, Some(&elements));
+        let result = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+            _ => consumer.unassign(),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "unassign failed");
+        }
+        let mut assignment = self.assignment.lock().expect("assignment lock");
+        for e in &elements {
+            assignment.remove(e);
+        }
+        self.high_watermarks
+            .lock()
+            .expect("watermarks lock")
+            .retain(|tp, _| !elements.contains(tp));
+    }
+
+    /// Copies committed offsets to Kafka (advisory only; the state registry decides).
+    fn commit_advisory(&self, consumer: &BaseConsumer<Ctx>, only: Option<&[TopicPartition]>) {
+        let pending: Vec<(TopicPartition, i64)> = {
+            let mut pending = self.acks.pending.lock().expect("acks lock");
+            match only {
+                None => pending.drain().collect(),
+                Some(only) => only
+                    .iter()
+                    .filter_map(|tp| pending.remove(tp).map(|o| (tp.clone(), o)))
+                    .collect(),
+            }
+        };
+        if pending.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &pending {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "advisory offset commit failed");
+        }
+    }
+}
+
+impl ClientContext for Ctx {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(facility = fac, "librdkafka: {log_message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(facility = fac, "librdkafka: {log_message}"),
+            _ => tracing::debug!(facility = fac, "librdkafka: {log_message}"),
+        }
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let mut marks = self.high_watermarks.lock().expect("watermarks lock");
+        let assignment = self.assignment.lock().expect("assignment lock");
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                let tp = (topic.clone(), *partition);
+                if *partition >= 0 && p.hi_offset >= 0 && assignment.contains(&tp) {
+                    marks.insert(tp, p.hi_offset);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        match code {
+            Some(
+                RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed,
+            ) => self.fail(KafkaSourceError::Auth(format!("{error}: {reason}"))),
+            Some(RDKafkaErrorCode::Fatal) => self.fail(KafkaSourceError::Fatal(format!(
+                "librdkafka fatal error: {reason}"
+            ))),
+            _ => tracing::warn!(error = %error, "librdkafka: {reason}"),
+        }
+    }
+
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        let signer = self
+            .iam
+            .clone()
+            .ok_or("OAUTHBEARER is only used with mechanism AWS_MSK_IAM")?;
+        let runtime = self.runtime.clone();
+        // The callback runs on the consumer thread, outside the runtime: block on it there.
+        let (token, expiry_ms) = std::thread::spawn(move || {
+            runtime.block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    aws_msk_iam_sasl_signer::generate_auth_token_from_credentials_provider(
+                        signer.region,
+                        signer.credentials,
+                    ),
+                )
+                .await
+            })
+        })
+        .join()
+        .map_err(|_| "MSK IAM token thread panicked")???;
+        Ok(OAuthToken {
+            token,
+            principal_name: String::new(),
+            lifetime_ms: expiry_ms,
+        })
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.on_assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.on_revoke(consumer, tpl),
+            other => {
+                tracing::error!(error = ?other, "rebalance error; giving up the assignment");
+                let all: TopicPartitionList = tpl.clone();
+                self.on_revoke(consumer, &all);
+            }
+        }
+    }
+}
+
+/// The librdkafka configuration for a runner (without credentials, which are added by
+/// [`with_credentials`]). Public for `discover`, `status` and `verify`, which connect the same way.
+pub fn client_config(kafka: &KafkaConfig, buffer_max_bytes: u64) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set(
+            "auto.offset.reset",
+            match kafka.start_from {
+                StartFrom::Earliest => "earliest",
+                StartFrom::Latest => "latest",
+            },
+        )
+        .set(
+            "topic.metadata.refresh.interval.ms",
+            kafka.metadata_refresh_ms.to_string(),
+        )
+        .set("statistics.interval.ms", "5000")
+        // librdkafka's prefetch queue counts against memory too: keep it to a quarter of
+        // the pipeline's buffer (at most librdkafka's 64 MiB default).
+        .set(
+            "queued.max.messages.kbytes",
+            (buffer_max_bytes / 4 / 1024)
+                .clamp(1024, 65_536)
+                .to_string(),
+        )
+        .set("security.protocol", kafka.security.protocol.as_librdkafka())
+        .set_log_level(RDKafkaLogLevel::Warning);
+    if let Some(m) = kafka.security.mechanism {
+        config.set("sasl.mechanism", m.as_librdkafka());
+    }
+    if let Some(ca) = &kafka.security.ca_location {
+        config.set("ssl.ca.location", ca);
+    }
+    for (k, v) in &kafka.properties {
+        config.set(k, v);
+    }
+    config
+}
+
+/// Adds PLAIN/SCRAM credentials to a client configuration.
+pub fn with_credentials(config: &mut ClientConfig, credentials: Option<&SaslCredentials>) {
+    if let Some(c) = credentials {
+        config
+            .set("sasl.username", &c.username)
+            .set("sasl.password", c.password.expose());
+    }
+}
+
+/// Everything the consumer thread needs.
+#[derive(Debug)]
+pub struct KafkaSource {
+    /// Topics and patterns.
+    pub config: KafkaConfig,
+    /// Buffer cap, for pausing.
+    pub max_buffer: u64,
+    /// PLAIN/SCRAM credentials, if any.
+    pub credentials: Option<SaslCredentials>,
+    /// The SDK config (for MSK IAM tokens).
+    pub sdk: aws_config::SdkConfig,
+    /// The state registry.
+    pub state: Arc<dyn StateStore>,
+    /// The connector file.
+    pub connector: Arc<ConnectorConfig>,
+    /// Pipeline state.
+    pub shared: Arc<Shared>,
+    /// Committed offsets to copy to Kafka.
+    pub acks: Arc<KafkaAcks>,
+}
+
+/// Records handed to the pipeline per message.
+const CHUNK: usize = 500;
+
+impl KafkaSource {
+    /// Runs the consumer on the calling (non-runtime) thread until `stop` is set, then leaves
+    /// the group (which revokes, landing what is buffered) and returns.
+    pub fn run(
+        self,
+        runtime: tokio::runtime::Handle,
+        tx: mpsc::Sender<Input<KafkaOffset>>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(), KafkaSourceError> {
+        let mut config = client_config(&self.config, self.max_buffer);
+        with_credentials(&mut config, self.credentials.as_ref());
+        let iam =
+            (self.config.security.mechanism == Some(SaslMechanism::AwsMskIam)).then(|| IamSigner {
+                region: self
+                    .config
+                    .security
+                    .region
+                    .clone()
+                    .map(aws_config::Region::new)
+                    .or_else(|| self.sdk.region().cloned())
+                    .unwrap_or_else(|| aws_config::Region::new("us-east-1")),
+                credentials: self
+                    .sdk
+                    .credentials_provider()
+                    .expect("the SDK config has a credentials provider"),
+            });
+        let ctx = Ctx {
+            runtime,
+            state: self.state.clone(),
+            connector: self.connector.clone(),
+            tx: tx.clone(),
+            start_from: self.config.start_from,
+            paused: AtomicBool::new(false),
+            assignment: Mutex::new(BTreeSet::new()),
+            fatal: Mutex::new(None),
+            high_watermarks: Mutex::new(HashMap::new()),
+            iam,
+            acks: self.acks.clone(),
+        };
+        let consumer: BaseConsumer<Ctx> = config
+            .create_with_context(ctx)
+            .map_err(KafkaSourceError::Create)?;
+        let mut topics: Vec<&str> = self.config.topics.iter().map(String::as_str).collect();
+        topics.extend(self.config.patterns.iter().map(String::as_str));
+        consumer
+            .subscribe(&topics)
+            .map_err(|source| KafkaSourceError::Subscribe {
+                topics: topics.iter().map(|t| t.to_string()).collect(),
+                source,
+            })?;
+        tracing::info!(topics = ?topics, group = %self.config.group_id, "subscribed");
+        let result = self.poll_loop(&consumer, &tx, &stop);
+        // Leave the group: the revocation lands and commits what is buffered.
+        consumer.unsubscribe();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !consumer
+            .context()
+            .assignment
+            .lock()
+            .expect("assignment lock")
+            .is_empty()
+            && Instant::now() < deadline
+        {
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
+        consumer.context().commit_advisory(&consumer, None);
+        drop(consumer);
+        result
+    }
+
+    fn poll_loop(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        tx: &mpsc::Sender<Input<KafkaOffset>>,
+        stop: &AtomicBool,
+    ) -> Result<(), KafkaSourceError> {
+        let ctx = consumer.context();
+        let mut chunk: Vec<(PartitionId, Record<KafkaOffset>)> = Vec::with_capacity(CHUNK);
+        let mut last_housekeeping = Instant::now();
+        loop {
+            if let Some(e) = ctx.fatal.lock().expect("fatal lock").take() {
+                return Err(e);
+            }
+            if stop.load(Ordering::Relaxed) {
+                if !chunk.is_empty() {
+                    let _ = tx.blocking_send(Input::Records(std::mem::take(&mut chunk)));
+                }
+                return Ok(());
+            }
+            self.backpressure(consumer);
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    let record = to_record(&message);
+                    self.shared
+                        .buffered
+                        .fetch_add(record_bytes(&record), Ordering::Relaxed);
+                    chunk.push((partition_id(message.topic(), message.partition()), record));
+                    if chunk.len() >= CHUNK
+                        && tx
+                            .blocking_send(Input::Records(std::mem::take(&mut chunk)))
+                            .is_err()
+                    {
+                        return Err(KafkaSourceError::Fatal(
+                            "the landing pipeline stopped".into(),
+                        ));
+                    }
+                }
+                Some(Err(e)) => match e.rdkafka_error_code() {
+                    Some(
+                        RDKafkaErrorCode::Authentication
+                        | RDKafkaErrorCode::SaslAuthenticationFailed
+                        | RDKafkaErrorCode::TopicAuthorizationFailed
+                        | RDKafkaErrorCode::GroupAuthorizationFailed,
+                    ) => return Err(KafkaSourceError::Auth(e.to_string())),
+                    _ => tracing::warn!(error = %e, "consumer error; continuing"),
+                },
+                None => {
+                    if !chunk.is_empty()
+                        && tx
+                            .blocking_send(Input::Records(std::mem::take(&mut chunk)))
+                            .is_err()
+                    {
+                        return Err(KafkaSourceError::Fatal(
+                            "the landing pipeline stopped".into(),
+                        ));
+                    }
+                }
+            }
+            if last_housekeeping.elapsed() >= Duration::from_secs(2) {
+                last_housekeeping = Instant::now();
+                ctx.commit_advisory(consumer, None);
+                let marks: Vec<(PartitionId, u64)> = ctx
+                    .high_watermarks
+                    .lock()
+                    .expect("watermarks lock")
+                    .iter()
+                    .map(|((t, p), hw)| (partition_id(t, *p), u64::try_from(*hw).unwrap_or(0)))
+                    .collect();
+                if !marks.is_empty() {
+                    let _ = tx.blocking_send(Input::HighWatermarks(marks));
+                }
+            }
+        }
+    }
+
+    /// Pauses every assigned partition at the buffer cap; resumes below half of it.
+    fn backpressure(&self, consumer: &BaseConsumer<Ctx>) {
+        let ctx = consumer.context();
+        let buffered = self.shared.buffered.load(Ordering::Relaxed);
+        let paused = ctx.paused.load(Ordering::Relaxed);
+        let flip = if !paused && buffered >= self.max_buffer {
+            Some(true)
+        } else if paused && buffered < self.max_buffer / 2 {
+            Some(false)
+        } else {
+            None
+        };
+        let Some(pause) = flip else { return };
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in ctx.assignment.lock().expect("assignment lock").iter() {
+            tpl.add_partition(t, *p);
+        }
+        let result = if pause {
+            self.shared.pauses.fetch_add(1, Ordering::Relaxed);
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        match result {
+            Ok(()) => {
+                ctx.paused.store(pause, Ordering::Relaxed);
+                tracing::info!(
+                    buffered,
+                    cap = self.max_buffer,
+                    paused = pause,
+                    "backpressure"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "pause/resume failed"),
+        }
+    }
+}
+
+/// Converts a Kafka message into a source-neutral record (bytes exactly as delivered).
+fn to_record<M: Message>(message: &M) -> Record<KafkaOffset> {
+    let headers = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| Header {
+                    key: h.key.to_owned(),
+                    value: h.value.map(<[u8]>::to_vec),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        cursor: KafkaOffset(u64::try_from(message.offset()).unwrap_or(0)),
+        key: message.key().map(<[u8]>::to_vec),
+        headers,
+        timestamp_ms: message.timestamp().to_millis(),
+        payload: message.payload().map(<[u8]>::to_vec),
+        defect: None,
+        schema_id: None,
+    }
+}
+
+/// A secret-free description of a client configuration, for logs.
+pub fn describe(kafka: &KafkaConfig) -> String {
+    format!(
+        "{} group {} ({}{})",
+        kafka.bootstrap_servers,
+        kafka.group_id,
+        kafka.security.protocol.as_librdkafka(),
+        kafka
+            .security
+            .mechanism
+            .map(|m| format!(", {}", m.as_librdkafka()))
+            .unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::Secret;
+
+    #[test]
+    fn lag_is_high_watermark_minus_next_offset() {
+        assert_eq!(lag(None, 10), 10);
+        assert_eq!(lag(Some(&KafkaOffset(9)), 10), 0);
+        assert_eq!(lag(Some(&KafkaOffset(4)), 10), 5);
+        assert_eq!(lag(Some(&KafkaOffset(20)), 10), 0);
+    }
+
+    #[test]
+    fn acks_keep_the_highest_next_offset() {
+        let acks = KafkaAcks::default();
+        let id = partition_id("t", 3);
+        acks.committed(&id, &KafkaOffset(9));
+        acks.committed(&id, &KafkaOffset(4));
+        assert_eq!(acks.pending.lock().unwrap()[&("t".to_owned(), 3)], 10);
+    }
+
+    #[test]
+    fn credentials_never_reach_the_description() {
+        let k: KafkaConfig = serde_yaml::from_str(
+            "{bootstrap_servers: b:9092, group_id: g, topics: [t], security: {protocol: sasl_ssl, mechanism: SCRAM-SHA-512}}",
+        )
+        .unwrap();
+        let mut config = client_config(&k, 64 << 20);
+        let creds = SaslCredentials {
+            username: "u".into(),
+            password: Secret::new("hunter2".into()),
+        };
+        with_credentials(&mut config, Some(&creds));
+        assert_eq!(config.get("sasl.password"), Some("hunter2"));
+        assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert!(!describe(&k).contains("hunter2"));
+        assert!(!format!("{creds:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,29 @@
+//! # streaming-connector: the long-running runner
+//!
+//! Consumes Kafka (rdkafka consumer groups) and Pulsar (the `pulsar` crate) and lands with
+//! the same engine, keys and checkpoints as the Lambda functions (`bronze`), so a stream can
+//! move between the two in either direction.
+//!
+//! # Layout
+//! - [`app`]: the commands (`run`, `discover`, `status`, `verify`) and their shared setup.
+//! - [`config`]: the connector file's `runner:` section.
+//! - [`pipeline`]: per-partition buffers, input-derived file cuts, landing under the
+//!   concurrency limit, retries, draining on revocation and shutdown; the same for every source.
+//! - [`concurrency`]: the adaptive limit (additive increase, multiplicative decrease, a
+//!   ceiling raised by consumer lag).
+//! - [`kafka`]: the consumer thread: rebalance callbacks against the state registry,
+//!   pause/resume backpressure, MSK IAM tokens, advisory offset commits.
+//! - [`pulsar`]: the Pulsar consumer: message ids as cursors, acknowledgement after commit.
+//! - [`secrets`]: credentials from Secrets Manager, never printed.
+//! - [`audit`]: `discover`, `status` and `verify`.
+//! - [`http`]: Prometheus `/metrics` and `/healthz`.
+
+pub mod app;
+pub mod audit;
+pub mod concurrency;
+pub mod config;
+pub mod http;
+pub mod kafka;
+pub mod pipeline;
+pub mod pulsar;
+pub mod secrets;
