@@ -8,6 +8,13 @@
 # makes sure the binaries exist and prints where they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The `pulsar` crate's build compiles the Pulsar protocol with protoc.
+if ! command -v protoc >/dev/null; then
+  echo "installing protoc (Debian protobuf-compiler)"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -q protobuf-compiler >/dev/null
+  else sudo apt-get install -y -q protobuf-compiler >/dev/null; fi
+fi
 TOOLS_DIR="${TOOLS_DIR:-$HOME/.cache/bronze-connector/tools}"
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 

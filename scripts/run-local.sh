@@ -43,5 +43,37 @@ invoke kinesis-consumer events/kinesis.json
 invoke kafka-consumer events/msk.json
 echo
 "$py" scripts/stack.py inspect
+
+# The same engine as a long-running runner: a Kafka consumer group on a local tansu broker.
 echo
-echo "Function logs: $log. The stack is still up on ${AWS_ENDPOINT_URL}; stop it with 'make stack-down'."
+echo "== runner: Kafka topic runner-orders on tansu, landed by streaming-connector run"
+scripts/brokers.sh >/dev/null
+tansu_bin="${TOOLS_DIR:-$HOME/.cache/bronze-connector/tools}/bin/tansu"
+kafka_port="${KAFKA_PORT:-9092}"
+setsid "$tansu_bin" broker --listener-url "tcp://127.0.0.1:$kafka_port" \
+  --advertised-listener-url "tcp://127.0.0.1:$kafka_port" --storage-engine memory://tansu/ \
+  >.stack/tansu.log 2>&1 &
+tansu_pid=$!
+trap 'kill -TERM -- "-$watch_pid" 2>/dev/null || true; kill "$tansu_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && break; sleep 0.1; done
+"$py" scripts/produce_kafka.py "127.0.0.1:$kafka_port" runner-orders 3 300
+sed -e "s/@KAFKA@/127.0.0.1:$kafka_port/" config/runner-local.yaml >.stack/runner.yaml
+cargo build -q --bin streaming-connector
+runner="$CARGO_TARGET_DIR/debug/streaming-connector"
+export DLQ_URL="$queue_url"
+"$runner" run --config .stack/runner.yaml >.stack/runner.log 2>&1 &
+runner_pid=$!
+for _ in $(seq 1 300); do
+  "$runner" status --config .stack/runner.yaml 2>/dev/null | awk '$1=="kafka" && $2=="runner-orders" {lag+=$6; n++} END {exit !(n==3 && lag==0)}' && break
+  sleep 0.2
+done
+kill -TERM "$runner_pid"; wait "$runner_pid" && echo "runner drained and exited 0 on SIGTERM"
+echo
+echo ">> streaming-connector status"
+"$runner" status --config .stack/runner.yaml
+echo ">> streaming-connector verify"
+"$runner" verify --config .stack/runner.yaml
+echo
+"$py" scripts/stack.py inspect
+echo
+echo "Function logs: $log; runner log: .stack/runner.log. The stack is still up on ${AWS_ENDPOINT_URL}; stop it with 'make stack-down'."

@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
 
+echo "== tools: protoc, tansu (Kafka protocol), pulsar-lite (Pulsar protocol)"
+scripts/brokers.sh
+
 echo "== format and lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -464,11 +464,11 @@ impl<C: Cursor, A: Acknowledge<C>> Pipeline<C, A> {
         self.limiter.observe(observation);
         let rest = records.split_off(committed_upto);
         let freed: u64 = records.iter().map(record_bytes).sum();
-        self.shared.buffered.fetch_sub(freed, Ordering::Relaxed);
         let Some(buffer) = self.buffers.get_mut(&id) else {
-            // Revoked while landing: its bytes were given up with it.
+            // Given up (revocation timed out) while landing: its bytes were released then.
             return;
         };
+        self.shared.buffered.fetch_sub(freed, Ordering::Relaxed);
         buffer.in_flight = false;
         buffer.bytes -= freed;
         if let Some(last) = records.last() {
@@ -690,6 +690,134 @@ mod tests {
 
     fn kafka_lag(last: Option<&KafkaOffset>, hw: u64) -> u64 {
         hw.saturating_sub(last.map_or(0, |l| l.0 + 1))
+    }
+
+    fn memory_pipeline(
+        faults: &Arc<bronze::memory::Faults>,
+        files: FileConfig,
+    ) -> (
+        Pipeline<KafkaOffset, Acks>,
+        Arc<MemoryStateStore>,
+        Arc<Shared>,
+        Arc<Acks>,
+    ) {
+        let state = Arc::new(MemoryStateStore::new(faults.clone()));
+        let lander = Lander::new(
+            Arc::new(MemoryObjectStore::new(faults.clone())),
+            state.clone(),
+            Arc::new(MemoryDlq::new(faults.clone())),
+            "bronze",
+        );
+        let shared = Arc::new(Shared::default());
+        let acks = Arc::new(Acks::default());
+        let pipeline = Pipeline::new(
+            lander,
+            Arc::new(ConnectorConfig::default()),
+            files,
+            1 << 30,
+            &ConcurrencyConfig::default(),
+            shared.clone(),
+            acks.clone(),
+            "test",
+            kafka_lag,
+        );
+        (pipeline, state, shared, acks)
+    }
+
+    fn batch(
+        shared: &Shared,
+        id: &PartitionId,
+        offsets: std::ops::Range<u64>,
+    ) -> Input<KafkaOffset> {
+        Input::Records(
+            offsets
+                .map(|o| {
+                    let r = record(o, 0, 10);
+                    shared
+                        .buffered
+                        .fetch_add(record_bytes(&r), Ordering::Relaxed);
+                    (id.clone(), r)
+                })
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn failed_landings_keep_their_records_and_retry_until_committed() {
+        let faults = bronze::memory::Faults::new();
+        // Every operation from the fourth on fails (transient) until disarmed.
+        faults.arm(3, bronze::memory::CrashPoint::After);
+        let (pipeline, state, shared, _acks) =
+            memory_pipeline(&faults, limits(10, 1 << 20, 60_000));
+        let (tx, rx) = mpsc::channel(8);
+        let run = tokio::spawn(pipeline.run(rx, Duration::from_secs(30)));
+        let id = PartitionId::new(Source::Kafka, "t", "0");
+        tx.send(batch(&shared, &id, 0..45)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            shared.failures.load(Ordering::Relaxed) > 0,
+            "the fault was not hit"
+        );
+        assert!(state.commit_log(&id).await.unwrap().len() < 5);
+        faults.disarm();
+        drop(tx);
+        assert_eq!(run.await.unwrap(), 0);
+        let log = state.commit_log(&id).await.unwrap();
+        let ranges: Vec<_> = log
+            .iter()
+            .map(|e| {
+                (
+                    bronze::cursor::unpad(&e.first).to_owned(),
+                    bronze::cursor::unpad(&e.last).to_owned(),
+                )
+            })
+            .collect();
+        // Contiguous, no overlap, everything once.
+        let mut next = 0u64;
+        for (first, last) in &ranges {
+            assert_eq!(first.parse::<u64>().unwrap(), next, "{ranges:?}");
+            next = last.parse::<u64>().unwrap() + 1;
+        }
+        assert_eq!(next, 45);
+        assert_eq!(shared.buffered.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn revoke_commits_only_the_revoked_partitions_before_answering() {
+        let faults = bronze::memory::Faults::new();
+        // No trigger fires: only the revocation (or the final drain) lands anything.
+        let files = FileConfig {
+            max_latency_ms: 3_600_000,
+            ..limits(1000, 1 << 20, 60_000)
+        };
+        let (pipeline, state, shared, acks) = memory_pipeline(&faults, files);
+        let (tx, rx) = mpsc::channel(8);
+        let run = tokio::spawn(pipeline.run(rx, Duration::from_secs(30)));
+        let p0 = PartitionId::new(Source::Kafka, "t", "0");
+        let p1 = PartitionId::new(Source::Kafka, "t", "1");
+        tx.send(batch(&shared, &p0, 0..30)).await.unwrap();
+        tx.send(batch(&shared, &p1, 0..20)).await.unwrap();
+        let (ack, done) = oneshot::channel();
+        tx.send(Input::Revoke(vec![p0.clone()], ack)).await.unwrap();
+        done.await.unwrap();
+        let c0 = state
+            .checkpoint(&p0)
+            .await
+            .unwrap()
+            .expect("p0 committed on revoke");
+        assert_eq!(bronze::cursor::unpad(&c0.cursor), "29");
+        assert!(
+            state.checkpoint(&p1).await.unwrap().is_none(),
+            "p1 is not revoked"
+        );
+        assert_eq!(shared.buffered.load(Ordering::Relaxed), 20 * 10);
+        assert!(acks.0.lock().unwrap().contains(&(p0.clone(), 29)));
+        drop(tx);
+        assert_eq!(run.await.unwrap(), 0);
+        assert_eq!(
+            bronze::cursor::unpad(&state.checkpoint(&p1).await.unwrap().unwrap().cursor),
+            "19"
+        );
     }
 
     #[tokio::test]

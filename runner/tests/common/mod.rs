@@ -98,6 +98,8 @@ impl Tansu {
             .args(["--storage-engine", &self.storage])
             .args(&self.extra)
             .envs(integration_tests::aws_env())
+            // For s3:// storage on the local stack (object_store refuses http otherwise).
+            .env("AWS_ALLOW_HTTP", "true")
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
