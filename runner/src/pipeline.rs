@@ -66,6 +66,9 @@ pub struct Shared {
     pub pauses: AtomicU64,
     /// Counters of landed, skipped and dead-lettered records, per stream.
     pub metrics: Metrics,
+    /// Per stream, the largest age (ms) of the newest record of a landing started since the
+    /// last EMF flush: the `OffsetLagMilliseconds` the template's autoscaling tracks.
+    pub window_lag_ms: Mutex<BTreeMap<(bronze::record::Source, String), i64>>,
 }
 
 /// The bytes a record holds in memory, for the buffer bound.
@@ -402,6 +405,12 @@ impl<C: Cursor, A: Acknowledge<C>> Pipeline<C, A> {
             let buffer = self.buffers.get_mut(&id).expect("listed");
             let records = buffer.sealed.pop_front().expect("ready has a sealed file");
             buffer.in_flight = true;
+            if let Some(newest) = records.iter().filter_map(|r| r.timestamp_ms).max() {
+                let age = (chrono_now_ms() - newest).max(0);
+                let mut lag = self.shared.window_lag_ms.lock().expect("lag lock");
+                let slot = lag.entry((id.source, id.stream.clone())).or_insert(age);
+                *slot = (*slot).max(age);
+            }
             let batch = PartitionBatch {
                 id: id.clone(),
                 records,

@@ -79,43 +79,7 @@ impl Metrics {
         let streams = self.streams.lock().expect("metrics lock");
         streams
             .iter()
-            .map(|((source, stream), m)| {
-                let mut metrics = vec![
-                    serde_json::json!({"Name": "Messages", "Unit": "Count"}),
-                    serde_json::json!({"Name": "Bytes", "Unit": "Bytes"}),
-                    serde_json::json!({"Name": "Skipped", "Unit": "Count"}),
-                    serde_json::json!({"Name": "DeadLetters", "Unit": "Count"}),
-                    serde_json::json!({"Name": "Errors", "Unit": "Count"}),
-                    serde_json::json!({"Name": "Retries", "Unit": "Count"}),
-                ];
-                let mut doc = serde_json::json!({
-                    "Source": source.as_str(),
-                    "Stream": stream,
-                    "Messages": m.messages,
-                    "Bytes": m.bytes,
-                    "Skipped": m.skipped,
-                    "DeadLetters": m.dead_letters,
-                    "Errors": m.errors,
-                    "Retries": retries,
-                });
-                if let Some(lag) = m.lag_ms {
-                    let name = match source {
-                        Source::Kinesis => "IteratorAgeMilliseconds",
-                        _ => "OffsetLagMilliseconds",
-                    };
-                    metrics.push(serde_json::json!({"Name": name, "Unit": "Milliseconds"}));
-                    doc[name] = lag.into();
-                }
-                doc["_aws"] = serde_json::json!({
-                    "Timestamp": timestamp_ms,
-                    "CloudWatchMetrics": [{
-                        "Namespace": NAMESPACE,
-                        "Dimensions": [["Source", "Stream"]],
-                        "Metrics": metrics,
-                    }],
-                });
-                doc.to_string()
-            })
+            .map(|((source, stream), m)| emf_document(*source, stream, m, retries, timestamp_ms))
             .collect()
     }
 
@@ -127,6 +91,53 @@ impl Metrics {
             let _ = writeln!(out, "{line}");
         }
     }
+}
+
+/// One EMF document: a stream's counters (and lag, when known) in the [`NAMESPACE`]
+/// namespace with dimensions Source and Stream. The runner sends one per stream per minute
+/// with that minute's counts.
+pub fn emf_document(
+    source: Source,
+    stream: &str,
+    m: &StreamMetrics,
+    retries: u64,
+    timestamp_ms: i64,
+) -> String {
+    let mut metrics = vec![
+        serde_json::json!({"Name": "Messages", "Unit": "Count"}),
+        serde_json::json!({"Name": "Bytes", "Unit": "Bytes"}),
+        serde_json::json!({"Name": "Skipped", "Unit": "Count"}),
+        serde_json::json!({"Name": "DeadLetters", "Unit": "Count"}),
+        serde_json::json!({"Name": "Errors", "Unit": "Count"}),
+        serde_json::json!({"Name": "Retries", "Unit": "Count"}),
+    ];
+    let mut doc = serde_json::json!({
+        "Source": source.as_str(),
+        "Stream": stream,
+        "Messages": m.messages,
+        "Bytes": m.bytes,
+        "Skipped": m.skipped,
+        "DeadLetters": m.dead_letters,
+        "Errors": m.errors,
+        "Retries": retries,
+    });
+    if let Some(lag) = m.lag_ms {
+        let name = match source {
+            Source::Kinesis => "IteratorAgeMilliseconds",
+            _ => "OffsetLagMilliseconds",
+        };
+        metrics.push(serde_json::json!({"Name": name, "Unit": "Milliseconds"}));
+        doc[name] = lag.into();
+    }
+    doc["_aws"] = serde_json::json!({
+        "Timestamp": timestamp_ms,
+        "CloudWatchMetrics": [{
+            "Namespace": NAMESPACE,
+            "Dimensions": [["Source", "Stream"]],
+            "Metrics": metrics,
+        }],
+    });
+    doc.to_string()
 }
 
 /// A delivery arrived; records its lag.
