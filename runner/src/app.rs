@@ -152,17 +152,25 @@ pub async fn run(config: String) -> anyhow::Result<ExitCode> {
     .await
     .with_context(|| format!("binding {}:{}", runner.http.bind, runner.http.port))?;
     tracing::info!(address = %addr, "serving /metrics and /healthz");
-    // One EMF window for the periodic flush and the final one at shutdown.
-    let window = Arc::new(std::sync::Mutex::new(crate::emf::EmfWindow::default()));
-    let emf_task = {
+    // One metrics window for the per-minute publication and the final one at shutdown.
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&setup.sdk);
+    let window = Arc::new(tokio::sync::Mutex::new(
+        crate::cloudwatch::MetricsWindow::default(),
+    ));
+    let metrics_task = {
         let pipelines = shareds.clone();
         let window = window.clone();
+        let cloudwatch = cloudwatch.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             tick.tick().await;
             loop {
                 tick.tick().await;
-                emit_emf(&mut window.lock().expect("emf lock"), &pipelines);
+                let points = window
+                    .lock()
+                    .await
+                    .take(&pipelines, bronze::aws::peek_retries());
+                crate::cloudwatch::publish(&cloudwatch, &points).await;
             }
         })
     };
@@ -189,8 +197,12 @@ pub async fn run(config: String) -> anyhow::Result<ExitCode> {
     for p in pipelines {
         abandoned += p.await.unwrap_or(1);
     }
-    emf_task.abort();
-    emit_emf(&mut window.lock().expect("emf lock"), &shareds);
+    metrics_task.abort();
+    let points = window
+        .lock()
+        .await
+        .take(&shareds, bronze::aws::peek_retries());
+    crate::cloudwatch::publish(&cloudwatch, &points).await;
     if abandoned > 0 {
         tracing::warn!(
             partitions = abandoned,
@@ -203,18 +215,6 @@ pub async fn run(config: String) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn emit_emf(window: &mut crate::emf::EmfWindow, pipelines: &[Arc<Shared>]) {
-    use std::io::Write;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let mut out = std::io::stdout().lock();
-    for line in window.lines(pipelines, bronze::aws::peek_retries(), now_ms) {
-        let _ = writeln!(out, "{line}");
-    }
 }
 
 fn report(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> bool {

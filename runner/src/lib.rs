@@ -17,13 +17,13 @@
 //! - [`secrets`]: credentials from Secrets Manager, never printed.
 //! - [`audit`]: `discover`, `status` and `verify`.
 //! - [`http`]: Prometheus `/metrics` and `/healthz`.
-//! - [`emf`]: per-minute CloudWatch EMF lines (the metric the template's autoscaling tracks).
+//! - [`cloudwatch`]: per-minute `PutMetricData` (the metric the template's autoscaling tracks).
 
 pub mod app;
 pub mod audit;
+pub mod cloudwatch;
 pub mod concurrency;
 pub mod config;
-pub mod emf;
 pub mod http;
 pub mod kafka;
 pub mod pipeline;

@@ -67,7 +67,7 @@ pub struct Shared {
     /// Counters of landed, skipped and dead-lettered records, per stream.
     pub metrics: Metrics,
     /// Per stream, the largest age (ms) of the newest record of a landing started since the
-    /// last EMF flush: the `OffsetLagMilliseconds` the template's autoscaling tracks.
+    /// last metrics publication: the `OffsetLagMilliseconds` the template's autoscaling tracks.
     pub window_lag_ms: Mutex<BTreeMap<(bronze::record::Source, String), i64>>,
 }
 

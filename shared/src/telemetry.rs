@@ -94,8 +94,7 @@ impl Metrics {
 }
 
 /// One EMF document: a stream's counters (and lag, when known) in the [`NAMESPACE`]
-/// namespace with dimensions Source and Stream. The runner sends one per stream per minute
-/// with that minute's counts.
+/// namespace with dimensions Source and Stream.
 pub fn emf_document(
     source: Source,
     stream: &str,

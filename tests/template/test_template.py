@@ -653,6 +653,10 @@ class TestFunctions:
         assert len(granted) == 1 and granted[0]["Action"] == "s3:GetObject"
         assert granted[0]["Resource"] == "arn:aws:s3:::cfg-bucket/connectors/bronze.yaml"
         assert not [st for _, st in policy_statements(without) if st.get("Sid") == "ConnectorConfig"]
+        # The runner reads the same object; its task role carries LandingAccessPolicy.
+        (container,) = props(with_config, "RunnerTaskDefinition")["ContainerDefinitions"]
+        assert container["Command"] == ["run", "--config", "s3://cfg-bucket/connectors/bronze.yaml"]
+        assert {"Ref": "LandingAccessPolicy"} in props(with_config, "RunnerTaskRole")["ManagedPolicyArns"]
 
     @pytest.mark.parametrize("overrides, expected", [(ALL, "false"), (ALL_SCRAM_KMS_PROVISIONED, "true")])
     def test_kafka_partial_batch_response_follows_the_mappings(self, translated, overrides, expected):

@@ -164,6 +164,19 @@ impl Tansu {
         start: u64,
         count: u64,
     ) -> Result<()> {
+        self.produce_padded(topic, partitions, start, count, 0).await
+    }
+
+    /// Like [`Self::produce`], with `pad` extra payload bytes per message (`"pad":"xx.."`).
+    pub async fn produce_padded(
+        &self,
+        topic: &str,
+        partitions: i32,
+        start: u64,
+        count: u64,
+        pad: usize,
+    ) -> Result<()> {
+        let padding = "x".repeat(pad);
         let producer: FutureProducer = self
             .client()
             // One message per record batch: tansu 0.6 answers a fetch that starts inside a
@@ -178,7 +191,11 @@ impl Tansu {
         let mut pending = Vec::new();
         for n in start..start + count {
             let key = format!("k{n}");
-            let value = format!("{{\"n\":{n}}}");
+            let value = if pad == 0 {
+                format!("{{\"n\":{n}}}")
+            } else {
+                format!("{{\"n\":{n},\"pad\":\"{padding}\"}}")
+            };
             let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
                 key: "h",
                 value: Some(n.to_string().as_bytes()),
