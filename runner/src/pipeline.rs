@@ -139,6 +139,7 @@ struct PartitionBuffer<C> {
     retry_at: Option<Instant>,
     failures: u32,
     last_committed: Option<C>,
+    last_received: Option<C>,
 }
 
 impl<C: Cursor> PartitionBuffer<C> {
@@ -154,6 +155,7 @@ impl<C: Cursor> PartitionBuffer<C> {
             retry_at: None,
             failures: 0,
             last_committed: None,
+            last_received: None,
         }
     }
 
@@ -336,6 +338,20 @@ impl<C: Cursor, A: Acknowledge<C>> Pipeline<C, A> {
                     .insert(id.clone(), PartitionBuffer::new(settings));
             }
             let buffer = self.buffers.get_mut(&id).expect("just inserted");
+            // In ordered mode a cursor at or below one already received is a redelivery of
+            // a record still held (or committed): keeping it would land it twice.
+            if buffer.settings.parallelization_factor <= 1
+                && buffer
+                    .last_received
+                    .as_ref()
+                    .is_some_and(|l| record.cursor <= *l)
+            {
+                self.shared
+                    .buffered
+                    .fetch_sub(record_bytes(&record), Ordering::Relaxed);
+                continue;
+            }
+            buffer.last_received = Some(record.cursor.clone());
             buffer.push(record, &self.files);
         }
     }
@@ -827,6 +843,24 @@ mod tests {
             bronze::cursor::unpad(&state.checkpoint(&p1).await.unwrap().unwrap().cursor),
             "19"
         );
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_record_is_not_landed_twice() {
+        let faults = bronze::memory::Faults::new();
+        let (pipeline, state, shared, _acks) =
+            memory_pipeline(&faults, limits(1000, 1 << 20, 60_000));
+        let (tx, rx) = mpsc::channel(8);
+        let run = tokio::spawn(pipeline.run(rx, Duration::from_secs(30)));
+        let id = PartitionId::new(Source::Kafka, "t", "0");
+        tx.send(batch(&shared, &id, 0..10)).await.unwrap();
+        // The source reconnects and delivers 5.. again, then new records.
+        tx.send(batch(&shared, &id, 5..15)).await.unwrap();
+        drop(tx);
+        assert_eq!(run.await.unwrap(), 0);
+        let log = state.commit_log(&id).await.unwrap();
+        assert_eq!(log.iter().map(|e| e.records).sum::<u64>(), 15, "{log:?}");
+        assert_eq!(shared.buffered.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

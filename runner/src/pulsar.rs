@@ -25,7 +25,7 @@ use futures::StreamExt;
 use pulsar::consumer::InitialPosition;
 use pulsar::proto::MessageIdData;
 use pulsar::{ConsumerOptions, SubType, TokioExecutor};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -128,7 +128,15 @@ pub async fn start(
     tokio::task::JoinHandle<anyhow::Result<()>>,
 )> {
     let runner = &setup.runner;
-    let mut builder = pulsar::Pulsar::builder(config.service_url.clone(), TokioExecutor);
+    let mut builder = pulsar::Pulsar::builder(config.service_url.clone(), TokioExecutor)
+        // Reconnect for as long as it takes (a broker restart, a network cut), backing off
+        // to 10 s; what is not acknowledged is redelivered and skipped when committed.
+        .with_connection_retry_options(pulsar::ConnectionRetryOptions {
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            max_retries: u32::MAX,
+            ..Default::default()
+        });
     let token = match &config.token_secret_arn {
         Some(arn) => {
             let value = crate::secrets::fetch(&setup.sdk, arn).await?;
@@ -211,6 +219,42 @@ pub async fn start(
 struct Unacked {
     topic: String,
     ids: VecDeque<(PulsarMessageId, MessageIdData)>,
+    /// The same ids, to recognise a redelivery of a message still held (after a reconnect,
+    /// or a broker that sends an entry twice): it is not handed over again.
+    pending: HashSet<PulsarMessageId>,
+}
+
+/// The acknowledgements that make everything up to `last` acknowledged, without
+/// acknowledging an entry part of whose batch is not committed yet (the crate acknowledges
+/// a batched entry as a whole). Pops what it covers from `ids`.
+fn ackable(
+    ids: &mut VecDeque<(PulsarMessageId, MessageIdData)>,
+    pending: &mut HashSet<PulsarMessageId>,
+    last: PulsarMessageId,
+) -> Vec<MessageIdData> {
+    let mut done = Vec::new();
+    while ids.front().is_some_and(|(c, _)| *c <= last) {
+        let (cursor, data) = ids.pop_front().expect("checked");
+        pending.remove(&cursor);
+        done.push((cursor, data));
+    }
+    // An entry is complete when none of its messages is still waiting.
+    let incomplete = ids.front().map(|(c, _)| (c.ledger, c.entry));
+    let mut out: Vec<MessageIdData> = Vec::new();
+    let mut held: Vec<(PulsarMessageId, MessageIdData)> = Vec::new();
+    for (cursor, data) in done {
+        if Some((cursor.ledger, cursor.entry)) == incomplete {
+            held.push((cursor, data));
+        } else {
+            out.push(data);
+        }
+    }
+    // Messages of the incomplete entry stay until the rest of it is committed.
+    for (cursor, data) in held.into_iter().rev() {
+        pending.insert(cursor);
+        ids.push_front((cursor, data));
+    }
+    out
 }
 
 async fn consume(
@@ -243,11 +287,15 @@ async fn consume(
                 Some(Ok(message)) => {
                     let record = to_record(&message);
                     let id = partition_id(&message.topic);
-                    shared.buffered.fetch_add(record_bytes(&record), Ordering::Relaxed);
                     let entry = unacked.entry(id.clone()).or_insert_with(|| Unacked {
                         topic: message.topic.clone(),
-                        ids: VecDeque::new(),
+                        ..Default::default()
                     });
+                    if !entry.pending.insert(record.cursor) {
+                        tracing::debug!(partition = %id, cursor = %record.cursor, "redelivery of a message still held; ignored");
+                        continue;
+                    }
+                    shared.buffered.fetch_add(record_bytes(&record), Ordering::Relaxed);
                     entry.ids.push_back((record.cursor, message.message_id().clone()));
                     if tx.send(Input::Records(vec![(id, record)])).await.is_err() {
                         anyhow::bail!("the landing pipeline stopped");
@@ -290,19 +338,27 @@ async fn acknowledge(
         let Some(entry) = unacked.get_mut(&id) else {
             continue;
         };
-        let mut newest = None;
-        while entry.ids.front().is_some_and(|(c, _)| *c <= last) {
-            let (_, data) = entry.ids.pop_front().expect("checked");
-            if cumulative {
-                newest = Some(data);
-            } else if let Err(e) = consumer.ack_with_id(&entry.topic, data).await {
-                tracing::warn!(partition = %id, error = %e, "acknowledgement failed; the message will be redelivered and skipped");
+        let ids = ackable(&mut entry.ids, &mut entry.pending, last);
+        let result = if cumulative {
+            match ids.into_iter().last() {
+                Some(data) => consumer.cumulative_ack_with_id(&entry.topic, data).await,
+                None => Ok(()),
             }
-        }
-        if let Some(data) = newest {
-            if let Err(e) = consumer.cumulative_ack_with_id(&entry.topic, data).await {
-                tracing::warn!(partition = %id, error = %e, "acknowledgement failed; the messages will be redelivered and skipped");
+        } else {
+            let mut result = Ok(());
+            let mut seen = HashSet::new();
+            for data in ids {
+                // One acknowledgement per entry: the crate acknowledges a batch as a whole.
+                if seen.insert((data.ledger_id, data.entry_id)) {
+                    if let Err(e) = consumer.ack_with_id(&entry.topic, data).await {
+                        result = Err(e);
+                    }
+                }
             }
+            result
+        };
+        if let Err(e) = result {
+            tracing::warn!(partition = %id, error = %e, "acknowledgement failed; the broker redelivers and the engine skips what is committed");
         }
     }
 }
@@ -310,6 +366,46 @@ async fn acknowledge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn id(entry: u64, batch: Option<i32>, size: Option<i32>) -> (PulsarMessageId, MessageIdData) {
+        (
+            PulsarMessageId::new(1, entry, batch),
+            MessageIdData {
+                ledger_id: 1,
+                entry_id: entry,
+                batch_index: batch,
+                batch_size: size,
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_batched_entry_is_acknowledged_only_when_all_of_it_is_committed() {
+        let mut ids: VecDeque<_> = [
+            id(0, None, None),
+            id(1, Some(0), Some(3)),
+            id(1, Some(1), Some(3)),
+            id(1, Some(2), Some(3)),
+            id(2, None, None),
+        ]
+        .into_iter()
+        .collect();
+        let mut pending: HashSet<_> = ids.iter().map(|(c, _)| *c).collect();
+        // Committed up to the middle of entry 1: only entry 0 may be acknowledged.
+        let acked = ackable(&mut ids, &mut pending, PulsarMessageId::new(1, 1, Some(1)));
+        assert_eq!(
+            acked.iter().map(|d| d.entry_id).collect::<Vec<_>>(),
+            vec![0]
+        );
+        assert_eq!(ids.len(), 4);
+        assert!(pending.contains(&PulsarMessageId::new(1, 1, Some(0))));
+        // The rest of entry 1 is committed: all of it goes.
+        let acked = ackable(&mut ids, &mut pending, PulsarMessageId::new(1, 1, Some(2)));
+        assert_eq!(acked.len(), 3);
+        assert_eq!(ids.len(), 1);
+        assert_eq!(pending.len(), 1);
+    }
 
     #[test]
     fn partitions_and_stream_names() {

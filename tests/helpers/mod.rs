@@ -470,3 +470,5 @@ pub fn kafka_partitions(
     out
 }
 pub mod confluent_server;
+pub mod pulsar;
+pub mod pulsar_shim;

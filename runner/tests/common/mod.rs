@@ -164,7 +164,8 @@ impl Tansu {
         start: u64,
         count: u64,
     ) -> Result<()> {
-        self.produce_padded(topic, partitions, start, count, 0).await
+        self.produce_padded(topic, partitions, start, count, 0)
+            .await
     }
 
     /// Like [`Self::produce`], with `pad` extra payload bytes per message (`"pad":"xx.."`).
