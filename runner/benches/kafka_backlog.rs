@@ -82,15 +82,38 @@ fn consume_only(bootstrap: &str, topic: &str, n: u64) -> Result<ConsumeOnly> {
     let mut payload_bytes = 0u64;
     let mut first = None;
     let deadline = started + Duration::from_secs(env_u64("BENCH_TIMEOUT_S", 1800));
+    let stall = Duration::from_secs(env_u64("BENCH_STALL_S", 60));
+    let mut per_partition = [0u64; PARTITIONS as usize];
+    let mut next_offset = [0i64; PARTITIONS as usize];
+    let mut last_progress = Instant::now();
+    let mut last_report = Instant::now();
     while read < n {
         if Instant::now() > deadline {
             bail!("consume-only read {read} of {n} before the timeout");
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            last_report = Instant::now();
+            eprintln!(
+                "consume-only: {read} read after {:.0} s, per partition {per_partition:?}, next offsets {next_offset:?}",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        if last_progress.elapsed() > stall {
+            bail!(
+                "consume-only stalled for {stall:?} at {read} of {n}: per partition \
+                 {per_partition:?}, next offsets {next_offset:?}, assignment {:?}",
+                consumer.assignment()
+            );
         }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(e)) => bail!("consume-only: {e}"),
             Some(Ok(m)) => {
                 first.get_or_insert_with(|| started.elapsed());
+                last_progress = Instant::now();
+                let p = m.partition() as usize;
+                per_partition[p] += 1;
+                next_offset[p] = m.offset() + 1;
                 let owned = Owned {
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),
