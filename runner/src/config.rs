@@ -225,8 +225,9 @@ pub struct PulsarConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BufferConfig {
-    /// Payload bytes held in memory across all partitions (received and not yet committed).
-    /// Fetching pauses at this mark and resumes below half of it.
+    /// Memory held by received and not yet committed records across all partitions: their
+    /// payloads, keys and headers plus per-record overhead. Fetching pauses at this mark and
+    /// resumes below half of it.
     #[serde(default = "default_buffer_bytes")]
     pub max_bytes: u64,
 }

@@ -17,7 +17,7 @@
 //! stays in the group.
 
 use crate::config::{KafkaConfig, SaslMechanism, StartFrom};
-use crate::pipeline::{Acknowledge, Input, Shared, record_bytes};
+use crate::pipeline::{Acknowledge, Input, Shared, record_footprint};
 use crate::secrets::SaslCredentials;
 use bronze::config::ConnectorConfig;
 use bronze::cursor::{Cursor, KafkaOffset};
@@ -535,7 +535,7 @@ impl KafkaSource {
                     let record = to_record(&message);
                     self.shared
                         .buffered
-                        .fetch_add(record_bytes(&record), Ordering::Relaxed);
+                        .fetch_add(record_footprint(&record), Ordering::Relaxed);
                     chunk.push((partition_id(message.topic(), message.partition()), record));
                     if chunk.len() >= CHUNK
                         && tx

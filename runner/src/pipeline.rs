@@ -71,7 +71,30 @@ pub struct Shared {
     pub window_lag_ms: Mutex<BTreeMap<(bronze::record::Source, String), i64>>,
 }
 
-/// The bytes a record holds in memory, for the buffer bound.
+/// What a record holds in memory, for the buffer bound: its data ([`record_bytes`]) plus the
+/// record itself and one allocator chunk per heap block. For small messages the overhead is
+/// most of it (a 120-byte payload with a key and a header takes about 400 bytes), so counting
+/// data alone would let the buffer hold several times its cap.
+pub fn record_footprint<C>(record: &Record<C>) -> u64 {
+    /// Per heap block: glibc's chunk header plus alignment, rounded.
+    const CHUNK: usize = 16;
+    let block = |len: usize| if len == 0 { 0 } else { len + CHUNK };
+    let headers: usize =
+        block(record.headers.len() * std::mem::size_of::<bronze::record::Header>())
+            + record
+                .headers
+                .iter()
+                .map(|h| block(h.key.len()) + h.value.as_ref().map_or(0, |v| block(v.len())))
+                .sum::<usize>();
+    (std::mem::size_of::<Record<C>>()
+        + record.payload.as_ref().map_or(0, |v| block(v.len()))
+        + record.key.as_ref().map_or(0, |v| block(v.len()))
+        + record.defect.as_ref().map_or(0, |d| block(d.len()))
+        + headers) as u64
+}
+
+/// A record's data bytes (payload, key, header keys and values): what `files.max_bytes`
+/// counts.
 pub fn record_bytes<C>(record: &Record<C>) -> u64 {
     let headers: usize = record
         .headers
@@ -160,16 +183,17 @@ impl<C: Cursor> PartitionBuffer<C> {
     }
 
     fn push(&mut self, record: Record<C>, limits: &FileConfig) {
-        let bytes = record_bytes(&record);
+        let footprint = record_footprint(&record);
         if self.open_file.span_exceeded_by(record.timestamp_ms, limits) {
             self.seal();
         }
         if self.open.is_empty() {
             self.open_since = Some(Instant::now());
         }
-        self.open_file.add(record.timestamp_ms, bytes);
+        self.open_file
+            .add(record.timestamp_ms, record_bytes(&record));
         self.open.push(record);
-        self.bytes += bytes;
+        self.bytes += footprint;
         if self.open_file.is_full(limits) {
             self.seal();
         }
@@ -348,7 +372,7 @@ impl<C: Cursor, A: Acknowledge<C>> Pipeline<C, A> {
             {
                 self.shared
                     .buffered
-                    .fetch_sub(record_bytes(&record), Ordering::Relaxed);
+                    .fetch_sub(record_footprint(&record), Ordering::Relaxed);
                 continue;
             }
             buffer.last_received = Some(record.cursor.clone());
@@ -488,7 +512,7 @@ impl<C: Cursor, A: Acknowledge<C>> Pipeline<C, A> {
         };
         self.limiter.observe(observation);
         let rest = records.split_off(committed_upto);
-        let freed: u64 = records.iter().map(record_bytes).sum();
+        let freed: u64 = records.iter().map(record_footprint).sum();
         let Some(buffer) = self.buffers.get_mut(&id) else {
             // Given up (revocation timed out) while landing: its bytes were released then.
             return;
@@ -640,6 +664,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_buffer_counts_what_a_record_holds_in_memory_not_only_its_data() {
+        let mut r = record(7, 0, 120);
+        r.key = Some(b"k123456".to_vec());
+        r.headers = vec![bronze::record::Header {
+            key: "h".to_owned(),
+            value: Some(b"123456".to_vec()),
+        }];
+        assert_eq!(record_bytes(&r), 120 + 7 + 1 + 6);
+        let footprint = record_footprint(&r);
+        // The record itself and five heap blocks (payload, key, header list, header key and
+        // value) with their allocator chunks: about three times the data for a small message.
+        assert!(
+            footprint
+                >= record_bytes(&r) + std::mem::size_of::<Record<KafkaOffset>>() as u64 + 5 * 16,
+            "{footprint}"
+        );
+        assert!((300..=500).contains(&footprint), "{footprint}");
+        // The same record counts the same when it is released (adds and subtracts balance).
+        assert_eq!(record_footprint(&r.clone()), footprint);
+        // A tombstone with nothing on the heap still costs its struct.
+        let mut t = record(8, 0, 0);
+        t.payload = None;
+        assert_eq!(
+            record_footprint(&t),
+            std::mem::size_of::<Record<KafkaOffset>>() as u64
+        );
+    }
+
     fn cuts(records: Vec<Record<KafkaOffset>>, l: &FileConfig) -> Vec<(u64, u64)> {
         let mut b = PartitionBuffer::new(
             ConnectorConfig::default()
@@ -760,7 +813,7 @@ mod tests {
                     let r = record(o, 0, 10);
                     shared
                         .buffered
-                        .fetch_add(record_bytes(&r), Ordering::Relaxed);
+                        .fetch_add(record_footprint(&r), Ordering::Relaxed);
                     (id.clone(), r)
                 })
                 .collect(),
@@ -835,7 +888,10 @@ mod tests {
             state.checkpoint(&p1).await.unwrap().is_none(),
             "p1 is not revoked"
         );
-        assert_eq!(shared.buffered.load(Ordering::Relaxed), 20 * 10);
+        assert_eq!(
+            shared.buffered.load(Ordering::Relaxed),
+            20 * record_footprint(&record(0, 0, 10))
+        );
         assert!(acks.0.lock().unwrap().contains(&(p0.clone(), 29)));
         drop(tx);
         assert_eq!(run.await.unwrap(), 0);
@@ -898,7 +954,7 @@ mod tests {
                     let r = record(chunk * 7 + i, 0, 10);
                     shared
                         .buffered
-                        .fetch_add(record_bytes(&r), Ordering::Relaxed);
+                        .fetch_add(record_footprint(&r), Ordering::Relaxed);
                     records.push((id.clone(), r));
                 }
             }

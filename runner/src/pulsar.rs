@@ -16,7 +16,7 @@
 //!   control then stops delivery once the receiver queue is full.
 
 use crate::config::{PulsarConfig, SubscriptionType};
-use crate::pipeline::{Acknowledge, Input, Pipeline, Shared, record_bytes};
+use crate::pipeline::{Acknowledge, Input, Pipeline, Shared, record_footprint};
 use bronze::cursor::PulsarMessageId;
 use bronze::engine::Lander;
 use bronze::ports::StateStore;
@@ -295,7 +295,7 @@ async fn consume(
                         tracing::debug!(partition = %id, cursor = %record.cursor, "redelivery of a message still held; ignored");
                         continue;
                     }
-                    shared.buffered.fetch_add(record_bytes(&record), Ordering::Relaxed);
+                    shared.buffered.fetch_add(record_footprint(&record), Ordering::Relaxed);
                     entry.ids.push_back((record.cursor, message.message_id().clone()));
                     if tx.send(Input::Records(vec![(id, record)])).await.is_err() {
                         anyhow::bail!("the landing pipeline stopped");
