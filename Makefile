@@ -21,7 +21,7 @@ export CONNECTOR_CONFIG ?= $(CURDIR)/config/connector.yaml
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bronze-connector/target
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv build stack-up stack-down run invoke-local test lint bench validate-template package clean
+.PHONY: help venv build stack-up stack-down run invoke-local test lint bench validate-template package bench-runner clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,10 @@ package: venv ## Build the arm64 Lambda zips (cargo-lambda + Zig) and check they
 
 bench: ## Landing benchmark (see BENCHMARKS.md)
 	cargo bench -p bronze-shared --bench landing
+
+bench-runner: stack-up ## Runner vs consume-only on a 1M-message Kafka backlog (tansu + moto; BENCH_* settings in BENCHMARKS.md)
+	scripts/brokers.sh
+	cargo bench -p streaming-connector --bench kafka_backlog
 
 clean: stack-down
 	rm -rf .stack

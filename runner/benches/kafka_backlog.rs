@@ -1,8 +1,8 @@
 //! Runner throughput on a Kafka backlog (issue 5), against a consume-only baseline.
 //!
 //! One tansu broker, one topic with 4 partitions, `BENCH_MESSAGES` (default 1,000,000) small
-//! messages produced up front (the test harness's `Tansu::produce`: key `k<n>`, payload
-//! `{"n":<n>}`, one header). Then, in the same run and on the same topic:
+//! messages produced up front (the test harness's `Tansu::produce_batched`: key `k<n>`, payload
+//! `{"n":<n>,"pad":"xx.."}`, one header). Then, in the same run and on the same topic:
 //!
 //! 1. consume-only: an rdkafka `BaseConsumer` (the runner's crate and librdkafka) in a fresh
 //!    group reads every message from the beginning, copying key, payload and headers into
@@ -12,13 +12,16 @@
 //!    the clock stops when the DynamoDB checkpoints cover all messages.
 //!
 //! Needs tansu (`scripts/brokers.sh`) and moto at `AWS_ENDPOINT_URL`.
-//! Run: `cargo bench -p streaming-connector --bench kafka_backlog`.
+//! Run: `cargo bench -p streaming-connector --bench kafka_backlog`. Settings (environment):
+//! `BENCH_MESSAGES` [1000000], `BENCH_BATCH` messages per produced record batch [1],
+//! `BENCH_PAD` extra payload bytes per message [100],
+//! `BENCH_BUFFER_MIB` the runner's buffer cap [4], `BENCH_TIMEOUT_S` [1800].
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use anyhow::{Context, Result, bail};
-use common::{RunnerProc, Tansu, committed, connector_yaml};
+use common::{RunnerProc, Tansu, committed, connector_yaml, get, metric};
 use integration_tests::Stack;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -26,8 +29,16 @@ use rdkafka::message::{Headers, Message};
 use std::time::{Duration, Instant};
 
 const PARTITIONS: i32 = 4;
-/// The runner's memory bound for this bench (32 MiB).
-const BUFFER_MAX_BYTES: u64 = 32 << 20;
+/// Group timings for both readers: generous, so a slow broker response is not a rebalance.
+const SESSION_TIMEOUT_MS: &str = "30000";
+const HEARTBEAT_MS: &str = "3000";
+
+/// The runner's memory bound for this bench: `BENCH_BUFFER_MIB`, 4 MiB unless set (librdkafka's
+/// prefetch queue is a quarter of it, at least 1 MiB). With 32 MiB (an 8 MiB queue) tansu 0.6
+/// served one partition at a time and the consumer lost its assignment after 152,178 messages.
+fn buffer_max_bytes() -> u64 {
+    env_u64("BENCH_BUFFER_MIB", 4) << 20
+}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -52,9 +63,16 @@ struct ConsumeOnly {
     total: Duration,
     first: Duration,
     payload_bytes: u64,
+    /// Messages delivered again at an offset already read (tansu 0.6 sends a partition back
+    /// to its start at times), not counted as read.
+    redelivered: u64,
+    /// Times a partition went back to an offset already read.
+    rewinds: u64,
 }
 
-/// Reads `n` messages of `topic` from the beginning in a fresh group.
+/// Reads the `n` messages of `topic` (offsets `0..` in each partition, round-robin) from the
+/// beginning in a fresh group, each once: a message at an offset below the partition's next
+/// one is a redelivery and is skipped, as the runner skips it.
 fn consume_only(bootstrap: &str, topic: &str, n: u64) -> Result<ConsumeOnly> {
     let started = Instant::now();
     let consumer: BaseConsumer = ClientConfig::new()
@@ -67,15 +85,15 @@ fn consume_only(bootstrap: &str, topic: &str, n: u64) -> Result<ConsumeOnly> {
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
-        // The same prefetch cap the runner derives from its 32 MiB buffer.
+        // The same prefetch cap the runner derives from its buffer.
         .set(
             "queued.max.messages.kbytes",
-            (BUFFER_MAX_BYTES / 4 / 1024)
+            (buffer_max_bytes() / 4 / 1024)
                 .clamp(1024, 65_536)
                 .to_string(),
         )
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
+        .set("session.timeout.ms", SESSION_TIMEOUT_MS)
+        .set("heartbeat.interval.ms", HEARTBEAT_MS)
         .create()?;
     consumer.subscribe(&[topic])?;
     let mut read = 0u64;
@@ -85,6 +103,8 @@ fn consume_only(bootstrap: &str, topic: &str, n: u64) -> Result<ConsumeOnly> {
     let stall = Duration::from_secs(env_u64("BENCH_STALL_S", 60));
     let mut per_partition = [0u64; PARTITIONS as usize];
     let mut next_offset = [0i64; PARTITIONS as usize];
+    let mut in_rewind = [false; PARTITIONS as usize];
+    let (mut redelivered, mut rewinds) = (0u64, 0u64);
     let mut last_progress = Instant::now();
     let mut last_report = Instant::now();
     while read < n {
@@ -94,7 +114,8 @@ fn consume_only(bootstrap: &str, topic: &str, n: u64) -> Result<ConsumeOnly> {
         if last_report.elapsed() > Duration::from_secs(10) {
             last_report = Instant::now();
             eprintln!(
-                "consume-only: {read} read after {:.0} s, per partition {per_partition:?}, next offsets {next_offset:?}",
+                "consume-only: {read} read after {:.0} s, per partition {per_partition:?}, \
+                 {redelivered} redelivered in {rewinds} rewinds",
                 started.elapsed().as_secs_f64()
             );
         }
@@ -112,6 +133,15 @@ fn consume_only(bootstrap: &str, topic: &str, n: u64) -> Result<ConsumeOnly> {
                 first.get_or_insert_with(|| started.elapsed());
                 last_progress = Instant::now();
                 let p = m.partition() as usize;
+                if m.offset() < next_offset[p] {
+                    redelivered += 1;
+                    if !in_rewind[p] {
+                        in_rewind[p] = true;
+                        rewinds += 1;
+                    }
+                    continue;
+                }
+                in_rewind[p] = false;
                 per_partition[p] += 1;
                 next_offset[p] = m.offset() + 1;
                 let owned = Owned {
@@ -140,18 +170,23 @@ fn consume_only(bootstrap: &str, topic: &str, n: u64) -> Result<ConsumeOnly> {
         total,
         first: first.unwrap_or_default(),
         payload_bytes,
+        redelivered,
+        rewinds,
     })
 }
 
 fn runner_section(bootstrap: &str, group: &str, topic: &str) -> String {
+    let buffer = buffer_max_bytes();
+    // The runner requires a file to fit in half of the buffer.
+    let file_bytes = (buffer / 2).min(16 << 20);
     format!(
         r#"  kafka:
     bootstrap_servers: {bootstrap}
     group_id: {group}
     topics: [{topic}]
-    properties: {{session.timeout.ms: "6000", heartbeat.interval.ms: "500"}}
-  buffer: {{max_bytes: {BUFFER_MAX_BYTES}}}
-  files: {{max_records: 50000, max_bytes: 16777216, max_latency_ms: 2000}}
+    properties: {{session.timeout.ms: "{SESSION_TIMEOUT_MS}", heartbeat.interval.ms: "{HEARTBEAT_MS}"}}
+  buffer: {{max_bytes: {buffer}}}
+  files: {{max_records: 50000, max_bytes: {file_bytes}, max_latency_ms: 2000}}
   concurrency: {{max: 8}}
   http: {{bind: 127.0.0.1, port: 0}}
   shutdown_timeout_ms: 20000
@@ -173,6 +208,45 @@ fn machine() -> String {
     format!("{cpus} CPUs (nproc), {model}")
 }
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`
+/// (clock ticks at the usual 100 Hz).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// The process whose command line contains all of `needles` (the broker, moto).
+fn find_pid(needles: &[&str]) -> Option<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        (pid != me && needles.iter().all(|n| cmdline.contains(n))).then_some(pid)
+    })
+}
+
+/// CPU seconds of the bench itself, the broker and moto (where known).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    bench: f64,
+    broker: f64,
+    moto: f64,
+}
+
+fn cpu(broker: Option<u32>, moto: Option<u32>) -> Cpu {
+    Cpu {
+        bench: cpu_secs(std::process::id()).unwrap_or(0.0),
+        broker: broker.and_then(cpu_secs).unwrap_or(0.0),
+        moto: moto.and_then(cpu_secs).unwrap_or(0.0),
+    }
+}
+
 fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
@@ -192,6 +266,12 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     let n = env_u64("BENCH_MESSAGES", 1_000_000);
+    // Messages per produced record batch. 1 by default (tansu 0.6 skips the rest of a batch
+    // when a fetch starts inside it, which the runner's pause and resume can do); more makes
+    // tansu serve the fetches faster, with a buffer large enough that the runner never pauses.
+    let batch = env_u64("BENCH_BATCH", 1) as usize;
+    // Extra payload bytes per message: about 120-byte JSON payloads by default.
+    let pad = env_u64("BENCH_PAD", 100) as usize;
     let timeout = Duration::from_secs(env_u64("BENCH_TIMEOUT_S", 1800));
     let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
     eprintln!("kafka_backlog: {n} messages over {PARTITIONS} partitions, librdkafka {librdkafka}");
@@ -203,11 +283,27 @@ async fn main() -> Result<()> {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     broker.create_topic(&topic, PARTITIONS).await?;
+    let broker_port = broker.bootstrap.rsplit(':').next().unwrap_or_default();
+    let broker_pid = find_pid(&["tansu", &format!("tcp://127.0.0.1:{broker_port} ")]);
+    let moto_pid = std::env::var("AWS_ENDPOINT_URL")
+        .ok()
+        .and_then(|u| {
+            u.rsplit(':')
+                .next()
+                .map(|p| p.trim_end_matches('/').to_owned())
+        })
+        .and_then(|port| find_pid(&["moto_server", &format!("-p {port}")]));
 
     let t = Instant::now();
-    broker.produce(&topic, PARTITIONS, 0, n).await?;
+    broker
+        .produce_batched(&topic, PARTITIONS, 0, n, pad, batch)
+        .await?;
     let produce = t.elapsed();
-    let payload_bytes: u64 = (0..n).map(|i| format!("{{\"n\":{i}}}").len() as u64).sum();
+    // `{"n":<n>}`, or `{"n":<n>,"pad":"<pad x>"}` (the harness's producer).
+    let pad_bytes = if pad == 0 { 0 } else { pad as u64 + 9 };
+    let payload_bytes: u64 = (0..n)
+        .map(|i| format!("{{\"n\":{i}}}").len() as u64 + pad_bytes)
+        .sum();
     let key_header_bytes: u64 = (0..n)
         .map(|i| (format!("k{i}").len() + 1 + i.to_string().len()) as u64)
         .sum();
@@ -219,8 +315,10 @@ async fn main() -> Result<()> {
 
     let bootstrap = broker.bootstrap.clone();
     let topic2 = topic.clone();
+    let cpu_before = cpu(broker_pid, moto_pid);
     let consume =
         tokio::task::spawn_blocking(move || consume_only(&bootstrap, &topic2, n)).await??;
+    let cpu_consume = cpu(broker_pid, moto_pid);
     if consume.payload_bytes != payload_bytes {
         bail!(
             "consume-only read {} payload bytes, expected {payload_bytes}",
@@ -239,9 +337,19 @@ async fn main() -> Result<()> {
     let mut runner = RunnerProc::run(&stack, &config)?;
     let mut first_commit = None;
     let mut peak_rss = 0;
+    // The runner's own account of what it holds, sampled from /metrics every half second.
+    let mut peak_buffered = 0;
+    let mut last_scrape = Instant::now();
     loop {
         let done = committed(&stack, &topic, PARTITIONS).await;
         peak_rss = peak_rss.max(runner.peak_rss_kib().unwrap_or(0));
+        if last_scrape.elapsed() >= Duration::from_millis(500) {
+            last_scrape = Instant::now();
+            if let Some(addr) = runner.http_address() {
+                let (_, page) = get(&addr, "/metrics");
+                peak_buffered = peak_buffered.max(metric(&page, "bronze_buffered_bytes"));
+            }
+        }
         if done > 0 {
             first_commit.get_or_insert_with(|| started.elapsed());
         }
@@ -250,6 +358,12 @@ async fn main() -> Result<()> {
         }
         if done > n {
             bail!("{done} records committed, more than the {n} produced");
+        }
+        if let Some(status) = runner.exited()? {
+            bail!(
+                "the runner exited ({status}) with {done} of {n} committed:\n{}",
+                runner.log()
+            );
         }
         if started.elapsed() > timeout {
             bail!(
@@ -260,17 +374,35 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let landed = started.elapsed();
+    let cpu_runner_phase = cpu(broker_pid, moto_pid);
+    let runner_cpu = cpu_secs(runner.pid()).unwrap_or(0.0);
     peak_rss = peak_rss.max(runner.peak_rss_kib().context("runner peak RSS")?);
+    let pauses = runner
+        .http_address()
+        .map(|addr| metric(&get(&addr, "/metrics").1, "bronze_buffer_pauses_total"))
+        .unwrap_or(0);
     let status = runner.terminate(Duration::from_secs(60))?;
     if !status.success() {
         bail!("runner exit {status:?}:\n{}", runner.log());
     }
-    let mut files = 0;
+    // The checkpoints say how far each partition got; the commit log says what landed. Every
+    // message must be in a committed object (none is poison here), with its payload.
+    let (mut files, mut landed_records, mut landed_payload) = (0, 0, 0);
     for p in 0..PARTITIONS {
-        files += stack
+        for entry in stack
             .commit_log(bronze::record::Source::Kafka, &topic, &p.to_string())
             .await
-            .len();
+        {
+            files += 1;
+            landed_records += entry.records + entry.dead_lettered;
+            landed_payload += entry.payload_bytes;
+        }
+    }
+    if (landed_records, landed_payload) != (n, payload_bytes) {
+        bail!(
+            "the commit log covers {landed_records} records and {landed_payload} payload \
+             bytes, expected {n} and {payload_bytes}"
+        );
     }
 
     let ratio = landed.as_secs_f64() / consume.total.as_secs_f64();
@@ -288,16 +420,21 @@ async fn main() -> Result<()> {
         payload_bytes as f64 / n as f64
     );
     println!(
-        "produce            : {:.2} s ({:.0} msg/s, batch.num.messages=1)",
+        "produce            : {:.2} s ({:.0} msg/s, batch.num.messages={batch})",
         produce.as_secs_f64(),
         rate(n, produce)
     );
+    println!("runner buffer      : {} MiB", buffer_max_bytes() >> 20);
     println!(
         "consume-only       : {:.2} s, {:.0} records/s, {:.3} MB/s payload (first message at {:.2} s)",
         consume.total.as_secs_f64(),
         rate(n, consume.total),
         mb_s(payload_bytes, consume.total),
         consume.first.as_secs_f64()
+    );
+    println!(
+        "  redelivered       : {} messages in {} rewinds to an offset already read (skipped)",
+        consume.redelivered, consume.rewinds
     );
     println!(
         "runner (committed) : {:.2} s, {:.0} records/s, {:.3} MB/s payload (first commit at {:.2} s)",
@@ -308,6 +445,28 @@ async fn main() -> Result<()> {
     );
     println!("ratio runner/consume: {ratio:.2}x");
     println!("runner peak RSS    : {peak_rss} KiB (VmHWM before SIGTERM)");
-    println!("files committed    : {files} (commit-log entries over {PARTITIONS} partitions)");
+    println!(
+        "runner buffer use  : peak {:.1} MiB sampled (bronze_buffered_bytes), {pauses} pauses",
+        peak_buffered as f64 / f64::from(1 << 20)
+    );
+    println!(
+        "CPU s, consume-only: consumer {:.1}, broker {:.1}",
+        cpu_consume.bench - cpu_before.bench,
+        cpu_consume.broker - cpu_before.broker,
+    );
+    println!(
+        "CPU s, runner      : runner {runner_cpu:.1}, broker {:.1}, moto {}, bench polling {:.1}",
+        cpu_runner_phase.broker - cpu_consume.broker,
+        if moto_pid.is_some() {
+            format!("{:.1}", cpu_runner_phase.moto - cpu_consume.moto)
+        } else {
+            "(not found)".to_owned()
+        },
+        cpu_runner_phase.bench - cpu_consume.bench,
+    );
+    println!(
+        "files committed    : {files} (commit-log entries over {PARTITIONS} partitions), \
+         {landed_records} records and {landed_payload} payload bytes, as produced"
+    );
     Ok(())
 }

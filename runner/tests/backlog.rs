@@ -14,30 +14,6 @@ use common::*;
 use integration_tests::Stack;
 use std::time::{Duration, Instant};
 
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let out = std::process::Command::new("curl")
-        .args([
-            "-s",
-            "-w",
-            "\n%{http_code}",
-            &format!("http://{addr}{path}"),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-fn metric(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_thirty_times_the_buffer_pauses_fetching_and_drains_with_bounded_memory() {
     let messages: u64 = 60_000;
@@ -49,7 +25,10 @@ async fn a_backlog_thirty_times_the_buffer_pauses_fetching_and_drains_with_bound
     let broker = Tansu::start().unwrap();
     let t = "backlog";
     broker.create_topic(t, 4).await.unwrap();
-    broker.produce_padded(t, 4, 0, messages, pad).await.unwrap();
+    broker
+        .produce_batched(t, 4, 0, messages, pad, 1)
+        .await
+        .unwrap();
     let backlog_kib = messages * (pad as u64 + 20) / 1024;
     let section = format!(
         r#"  kafka:

@@ -157,6 +157,11 @@ impl Tansu {
 
     /// Produces `count` messages round-robin over `partitions`, numbered from `start`: key
     /// `k<n>`, value `{"n":<n>}`, a header `h: <n>`. Returns when all are acknowledged.
+    ///
+    /// One message per record batch: tansu 0.6 answers a fetch that starts inside a batch
+    /// with the *next* batch (skipping the rest of the one asked for) and reports the last
+    /// batch's base offset as the high watermark. Real Kafka does neither; single-record
+    /// batches keep the tests about the runner, not about that.
     pub async fn produce(
         &self,
         topic: &str,
@@ -164,28 +169,27 @@ impl Tansu {
         start: u64,
         count: u64,
     ) -> Result<()> {
-        self.produce_padded(topic, partitions, start, count, 0)
+        self.produce_batched(topic, partitions, start, count, 0, 1)
             .await
     }
 
-    /// Like [`Self::produce`], with `pad` extra payload bytes per message (`"pad":"xx.."`).
-    pub async fn produce_padded(
+    /// Like [`Self::produce`], with `pad` extra payload bytes per message (`"pad":"xx.."`)
+    /// and up to `batch` messages per record batch. More than one only for readers that never
+    /// fetch from inside a batch (no seek, pause or restart): see [`Self::produce`].
+    pub async fn produce_batched(
         &self,
         topic: &str,
         partitions: i32,
         start: u64,
         count: u64,
         pad: usize,
+        batch: usize,
     ) -> Result<()> {
         let padding = "x".repeat(pad);
         let producer: FutureProducer = self
             .client()
-            // One message per record batch: tansu 0.6 answers a fetch that starts inside a
-            // batch with the *next* batch (skipping the rest of the one asked for) and reports
-            // the last batch's base offset as the high watermark. Real Kafka does neither;
-            // single-record batches keep the tests about the runner, not about that.
-            .set("batch.num.messages", "1")
-            .set("linger.ms", "0")
+            .set("batch.num.messages", batch.max(1).to_string())
+            .set("linger.ms", if batch > 1 { "20" } else { "0" })
             .set("acks", "all")
             .set("enable.idempotence", "false")
             .create()?;
@@ -341,6 +345,18 @@ impl RunnerProc {
         }
     }
 
+    /// The exit status if the process has exited (it is then reaped), `None` while it runs.
+    pub fn exited(&mut self) -> Result<Option<ExitStatus>> {
+        let Some(child) = self.child.as_mut() else {
+            bail!("runner already reaped");
+        };
+        let status = child.try_wait()?;
+        if status.is_some() {
+            self.child = None;
+        }
+        Ok(status)
+    }
+
     /// SIGKILL: no drain, nothing flushed.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -493,4 +509,30 @@ pub fn verify(stack: &Stack, config: &str) -> (bool, String) {
     let mut p = RunnerProc::start(stack, config, &["verify"], &[]).unwrap();
     let status = p.wait(Duration::from_secs(120)).unwrap();
     (status.success(), p.log())
+}
+
+/// A GET with curl: the status code and the body.
+pub fn get(addr: &str, path: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://{addr}{path}"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// The value of the first sample of `name` in a Prometheus text page (0 if absent).
+pub fn metric(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
