@@ -23,6 +23,7 @@ use bronze::config::ConnectorConfig;
 use bronze::cursor::{Cursor, KafkaOffset};
 use bronze::ports::StateStore;
 use bronze::record::{Header, PartitionId, Record, Source};
+use futures::StreamExt;
 use rdkafka::ClientContext;
 use rdkafka::client::OAuthToken;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -120,6 +121,9 @@ impl std::fmt::Debug for Ctx {
     }
 }
 
+/// Checkpoint reads in flight at once when partitions are assigned.
+const CHECKPOINT_READS: usize = 16;
+
 impl Ctx {
     fn fail(&self, error: KafkaSourceError) {
         tracing::error!(error = %error, "Kafka consumer cannot go on");
@@ -130,7 +134,7 @@ impl Ctx {
     }
 
     /// The offset to start a newly assigned partition at: right after its checkpoint.
-    fn start_offset(&self, topic: &str, partition: i32) -> Result<Offset, KafkaSourceError> {
+    async fn start_offset(&self, topic: &str, partition: i32) -> Result<Offset, KafkaSourceError> {
         let id = partition_id(topic, partition);
         if self.connector.stream(Source::Kafka, topic).is_none() {
             return Err(KafkaSourceError::Fatal(format!(
@@ -139,12 +143,12 @@ impl Ctx {
         }
         let mut attempt = 0u32;
         let checkpoint = loop {
-            match self.runtime.block_on(self.state.checkpoint(&id)) {
+            match self.state.checkpoint(&id).await {
                 Ok(c) => break c,
                 Err(e) if e.is_transient() && attempt < 8 => {
                     attempt += 1;
                     tracing::warn!(partition = %id, error = %e, attempt, "checkpoint read failed; retrying");
-                    std::thread::sleep(crate::pipeline::backoff(attempt, false));
+                    tokio::time::sleep(crate::pipeline::backoff(attempt, false)).await;
                 }
                 Err(e) => {
                     return Err(KafkaSourceError::Fatal(format!(
@@ -177,8 +181,15 @@ impl Ctx {
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
-        for (topic, partition) in &elements {
-            match self.start_offset(topic, *partition) {
+        // One consistent read per partition, several at a time: a large assignment must not
+        // wait for hundreds of round trips in a row inside the rebalance.
+        let offsets: Vec<_> = self.runtime.block_on(
+            futures::stream::iter(elements.iter().map(|(t, p)| self.start_offset(t, *p)))
+                .buffered(CHECKPOINT_READS)
+                .collect(),
+        );
+        for ((topic, partition), offset) in elements.iter().zip(offsets) {
+            match offset {
                 Ok(offset) => {
                     if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
                         self.fail(KafkaSourceError::Fatal(format!(
