@@ -551,31 +551,27 @@ async fn subscription_types() {
         all
     );
 
+    // Two consumers on one subscription of `topic`: what each received of the 12 messages.
+    let two_consumers = |topic: &'static str, sub_type: SubType| {
+        let pulsar = &pulsar;
+        async move {
+            let topic = format!("persistent://public/default/{topic}");
+            let mut a = subscribe(pulsar, &topic, "s", sub_type).await.unwrap();
+            let mut b = subscribe(pulsar, &topic, "s", sub_type).await.unwrap();
+            produce_keys(topic).await;
+            let got_a = receive(&mut a, 12, Duration::from_secs(2)).await;
+            let got_b = receive(&mut b, 12, Duration::from_secs(2)).await;
+            (got_a, got_b)
+        }
+    };
+
     // Shared: both consumers get some, together all.
-    let topic = "persistent://public/default/shared".to_owned();
-    let mut a = subscribe(&pulsar, &topic, "s", SubType::Shared)
-        .await
-        .unwrap();
-    let mut b = subscribe(&pulsar, &topic, "s", SubType::Shared)
-        .await
-        .unwrap();
-    produce_keys(topic.clone()).await;
-    let got_a = receive(&mut a, 12, Duration::from_secs(2)).await;
-    let got_b = receive(&mut b, 12, Duration::from_secs(2)).await;
+    let (got_a, got_b) = two_consumers("shared", SubType::Shared).await;
     assert!(!got_a.is_empty() && !got_b.is_empty());
     assert_eq!(&texts(&got_a) | &texts(&got_b), all);
 
     // Key_Shared: every key goes to exactly one consumer.
-    let topic = "persistent://public/default/key-shared".to_owned();
-    let mut a = subscribe(&pulsar, &topic, "s", SubType::KeyShared)
-        .await
-        .unwrap();
-    let mut b = subscribe(&pulsar, &topic, "s", SubType::KeyShared)
-        .await
-        .unwrap();
-    produce_keys(topic.clone()).await;
-    let got_a = receive(&mut a, 12, Duration::from_secs(2)).await;
-    let got_b = receive(&mut b, 12, Duration::from_secs(2)).await;
+    let (got_a, got_b) = two_consumers("key-shared", SubType::KeyShared).await;
     assert_eq!(&texts(&got_a) | &texts(&got_b), all);
     let keys = |ms: &[Msg]| ms.iter().map(|m| m.key().unwrap()).collect::<BTreeSet<_>>();
     assert!(keys(&got_a).is_disjoint(&keys(&got_b)));
