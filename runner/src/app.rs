@@ -117,6 +117,7 @@ pub async fn run(config: String) -> anyhow::Result<ExitCode> {
             connector: setup.connector.clone(),
             shared: shared.clone(),
             acks,
+            shutdown_timeout: drain,
         };
         let handle = tokio::runtime::Handle::current();
         let stop = stop.clone();
@@ -147,6 +148,7 @@ pub async fn run(config: String) -> anyhow::Result<ExitCode> {
         runner.http.port,
         http::Endpoints {
             pipelines: shareds.clone(),
+            stall_timeout: Duration::from_millis(runner.stall_timeout_ms),
         },
     )
     .await
@@ -252,18 +254,19 @@ pub async fn status(config: String) -> anyhow::Result<ExitCode> {
 
 /// `verify`.
 pub async fn verify(config: Option<String>, stream: Option<String>) -> anyhow::Result<ExitCode> {
-    let (env, sdk, consumer) = match &config {
+    let (env, sdk, consumer, stuck_after) = match &config {
         Some(c) => {
             let setup = setup(c).await?;
             let consumer = audit::kafka_reader(&setup.runner, setup.credentials.as_ref())?;
-            (setup.env, setup.sdk, consumer)
+            let stuck_after = Duration::from_millis(setup.runner.stall_timeout_ms);
+            (setup.env, setup.sdk, consumer, Some(stuck_after))
         }
-        None => (env_with(None)?, bronze::aws::sdk_config().await, None),
+        None => (env_with(None)?, bronze::aws::sdk_config().await, None, None),
     };
     let state = DynamoStateStore::new(&sdk, &env.state_table);
     let objects = S3ObjectStore::new(&sdk, &env.bucket);
     let probe = consumer.as_ref().map(|c| c as &dyn audit::SourceProbe);
-    let report = audit::verify(&state, &objects, probe, stream.as_deref()).await?;
+    let report = audit::verify(&state, &objects, probe, stream.as_deref(), stuck_after).await?;
     for v in &report.violations {
         println!("VIOLATION {}: {}", v.partition, v.problem);
     }

@@ -214,9 +214,19 @@ pub struct VerifyReport {
 pub trait SourceProbe {
     /// Offsets present in the source in `[from, to)`.
     fn offsets(&self, topic: &str, partition: i32, from: u64, to: u64) -> anyhow::Result<Vec<u64>>;
+
+    /// The partition's high watermark (the next offset to be written), when known.
+    fn high_watermark(&self, _topic: &str, _partition: i32) -> anyhow::Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 impl SourceProbe for BaseConsumer {
+    fn high_watermark(&self, topic: &str, partition: i32) -> anyhow::Result<Option<u64>> {
+        let (_, high) = self.fetch_watermarks(topic, partition, METADATA_TIMEOUT)?;
+        Ok(u64::try_from(high).ok())
+    }
+
     fn offsets(&self, topic: &str, partition: i32, from: u64, to: u64) -> anyhow::Result<Vec<u64>> {
         let (low, high) = self.fetch_watermarks(topic, partition, METADATA_TIMEOUT)?;
         let from = from.max(u64::try_from(low).unwrap_or(0));
@@ -255,13 +265,19 @@ impl SourceProbe for BaseConsumer {
 /// order, inside the entry's range; no cursor is committed twice (ranges do not overlap,
 /// no record is in two objects); the checkpoint is the end of the log; and, for Kafka,
 /// every offset between the first and last committed one is landed or dead-lettered unless
-/// the broker confirms the source does not have it.
+/// the broker confirms the source does not have it; and, for Kafka with a probe and
+/// `stuck_after`, the source has no records past the checkpoint that nothing has landed for
+/// that long (a partition stuck behind a stalled or lost owner).
 pub async fn verify(
     state: &dyn StateStore,
     objects: &dyn ObjectStore,
     probe: Option<&dyn SourceProbe>,
     only_stream: Option<&str>,
+    stuck_after: Option<std::time::Duration>,
 ) -> anyhow::Result<VerifyReport> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let mut report = VerifyReport::default();
     for id in state.partitions().await? {
         if only_stream.is_some_and(|s| s != id.stream) {
@@ -283,6 +299,13 @@ pub async fn verify(
                     display_cursor(id.source, &c.cursor),
                     display_cursor(id.source, last)
                 ));
+            }
+        }
+        if let (Source::Kafka, Some(probe), Some(after), Some(c)) =
+            (id.source, probe, stuck_after, &checkpoint)
+        {
+            if let Some(problem_text) = stuck(probe, &id, c, now_ms, after)? {
+                problem(problem_text);
             }
         }
         let mut previous: Option<&bronze::ports::CommitEntry> = None;
@@ -427,6 +450,47 @@ pub async fn verify(
     Ok(report)
 }
 
+/// Records in the source past a Kafka partition's checkpoint that nothing has committed
+/// for `after`: a partition no runner is landing.
+fn stuck(
+    probe: &dyn SourceProbe,
+    id: &PartitionId,
+    checkpoint: &bronze::ports::Checkpoint,
+    now_ms: i64,
+    after: std::time::Duration,
+) -> anyhow::Result<Option<String>> {
+    let partition: i32 = id.partition.parse().unwrap_or(-1);
+    let Ok(last) = KafkaOffset::parse(&checkpoint.cursor) else {
+        return Ok(None);
+    };
+    let Some(high) = probe.high_watermark(&id.stream, partition)? else {
+        return Ok(None);
+    };
+    let next = last.0.saturating_add(1);
+    if high <= next {
+        return Ok(None);
+    }
+    let age_ms = now_ms.saturating_sub(checkpoint.last_commit.committed_at_ms);
+    if age_ms < i64::try_from(after.as_millis()).unwrap_or(i64::MAX) {
+        return Ok(None);
+    }
+    // Only records count (not a transaction marker at the end): look at the first few.
+    let found = probe.offsets(
+        &id.stream,
+        partition,
+        next,
+        high.min(next.saturating_add(10)),
+    )?;
+    let Some(first) = found.first() else {
+        return Ok(None);
+    };
+    Ok(Some(format!(
+        "{} offsets past the checkpoint {last} (first record {first}, high watermark {high}) and nothing committed for {} s: nothing is landing this partition",
+        high - next,
+        age_ms / 1000
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,7 +554,7 @@ mod tests {
     #[tokio::test]
     async fn clean_log_passes() {
         let (state, objects, _) = landed(&[0..10, 10..25, 25..30]).await;
-        let report = verify(state.as_ref(), objects.as_ref(), None, None)
+        let report = verify(state.as_ref(), objects.as_ref(), None, None, None)
             .await
             .unwrap();
         assert_eq!(report.violations, vec![]);
@@ -504,7 +568,7 @@ mod tests {
     async fn gap_and_double_commit_and_missing_object_are_violations() {
         // A gap: 10..15 never landed.
         let (state, objects, _) = landed(&[0..10, 15..20]).await;
-        let report = verify(state.as_ref(), objects.as_ref(), None, None)
+        let report = verify(state.as_ref(), objects.as_ref(), None, None, None)
             .await
             .unwrap();
         assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
@@ -517,7 +581,7 @@ mod tests {
                 Ok(vec![])
             }
         }
-        let report = verify(state.as_ref(), objects.as_ref(), Some(&Empty), None)
+        let report = verify(state.as_ref(), objects.as_ref(), Some(&Empty), None, None)
             .await
             .unwrap();
         assert_eq!(report.violations, vec![]);
@@ -531,7 +595,7 @@ mod tests {
             ..log[1].clone()
         };
         state.log_commit(&id, &forged).await.unwrap();
-        let report = verify(state.as_ref(), objects.as_ref(), None, None)
+        let report = verify(state.as_ref(), objects.as_ref(), None, None, None)
             .await
             .unwrap();
         assert!(
@@ -550,9 +614,64 @@ mod tests {
             .clone()
             .unwrap();
         objects.delete(&key).await.unwrap();
-        let report = verify(state.as_ref(), objects.as_ref(), None, None)
+        let report = verify(state.as_ref(), objects.as_ref(), None, None, None)
             .await
             .unwrap();
         assert!(report.violations[0].problem.contains("is missing"));
+    }
+
+    #[tokio::test]
+    async fn records_past_the_checkpoint_that_nothing_lands_are_a_violation() {
+        // Landed 0..30 long ago (the commits carry now_ms 0); the source has 40 records.
+        let (state, objects, _) = landed(&[0..10, 10..30]).await;
+        struct Broker(u64);
+        impl SourceProbe for Broker {
+            fn offsets(&self, _: &str, _: i32, from: u64, to: u64) -> anyhow::Result<Vec<u64>> {
+                Ok((from..to.min(self.0)).collect())
+            }
+            fn high_watermark(&self, _: &str, _: i32) -> anyhow::Result<Option<u64>> {
+                Ok(Some(self.0))
+            }
+        }
+        let minute = Some(Duration::from_secs(60));
+        let report = verify(
+            state.as_ref(),
+            objects.as_ref(),
+            Some(&Broker(40)),
+            None,
+            minute,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+        assert!(
+            report.violations[0]
+                .problem
+                .contains("10 offsets past the checkpoint 29 (first record 30"),
+            "{:?}",
+            report.violations
+        );
+        // Caught up: nothing to report.
+        let report = verify(
+            state.as_ref(),
+            objects.as_ref(),
+            Some(&Broker(30)),
+            None,
+            minute,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.violations, vec![]);
+        // Without the threshold (no runner section), the check is off.
+        let report = verify(
+            state.as_ref(),
+            objects.as_ref(),
+            Some(&Broker(40)),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.violations, vec![]);
     }
 }

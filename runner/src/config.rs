@@ -49,10 +49,19 @@ pub struct RunnerConfig {
     /// stop timeout (120 s in the template).
     #[serde(default = "default_shutdown_ms")]
     pub shutdown_timeout_ms: u64,
+    /// How long fetching may stay paused on a full buffer with no landing committed before
+    /// `/healthz` reports the runner stalled (503); `verify` also uses it as the age past
+    /// which a partition with records beyond its checkpoint and no recent commit is reported.
+    #[serde(default = "default_stall_ms")]
+    pub stall_timeout_ms: u64,
 }
 
 fn default_shutdown_ms() -> u64 {
     90_000
+}
+
+fn default_stall_ms() -> u64 {
+    300_000
 }
 
 /// Where consumption starts for a partition that has no checkpoint yet.
@@ -491,6 +500,9 @@ impl RunnerConfig {
         }
         if self.files.max_latency_ms == 0 {
             return invalid("files.max_latency_ms", "must be positive");
+        }
+        if self.stall_timeout_ms == 0 {
+            return invalid("stall_timeout_ms", "must be positive");
         }
         let c = &self.concurrency;
         if c.min == 0 || c.min > c.max || !(c.min..=c.max).contains(&c.initial) {

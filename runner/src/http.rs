@@ -37,6 +37,8 @@ struct PartitionLabels {
 pub struct Endpoints {
     /// The pipelines' state, one per source.
     pub pipelines: Vec<Arc<Shared>>,
+    /// Paused with nothing committed for this long is a stall (`runner.stall_timeout_ms`).
+    pub stall_timeout: std::time::Duration,
 }
 
 /// Renders every metric in the Prometheus text format.
@@ -94,12 +96,14 @@ pub fn render(endpoints: &Endpoints) -> String {
     let values: Vec<Gauge> = gauges.iter().map(|_| Gauge::default()).collect();
     let failures = Counter::<u64>::default();
     let pauses = Counter::<u64>::default();
+    let stale = Counter::<u64>::default();
     for shared in &endpoints.pipelines {
         values[0].inc_by(shared.buffered.load(Ordering::Relaxed) as i64);
         values[1].inc_by(shared.in_flight.load(Ordering::Relaxed) as i64);
         values[2].inc_by(shared.limit.load(Ordering::Relaxed) as i64);
         failures.inc_by(shared.failures.load(Ordering::Relaxed));
         pauses.inc_by(shared.pauses.load(Ordering::Relaxed));
+        stale.inc_by(shared.stale_records.load(Ordering::Relaxed));
         for (id, l) in shared.lag.lock().expect("lag lock").iter() {
             lag.get_or_create(&PartitionLabels {
                 source: id.source.to_string(),
@@ -123,6 +127,11 @@ pub fn render(endpoints: &Endpoints) -> String {
         "Times fetching paused on a full buffer",
         pauses,
     );
+    registry.register(
+        "stale_records",
+        "Records dropped because they were read under a partition assignment that had ended",
+        stale,
+    );
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");
     out
@@ -139,8 +148,20 @@ async fn metrics(State(endpoints): State<Arc<Endpoints>>) -> impl IntoResponse {
 }
 
 async fn healthz(State(endpoints): State<Arc<Endpoints>>) -> impl IntoResponse {
+    health(&endpoints)
+}
+
+/// `/healthz`: 503 naming the reason when a landing failed permanently or the pipeline is
+/// stalled (fetching paused on a full buffer with nothing committed for `stall_timeout`).
+pub fn health(endpoints: &Endpoints) -> (StatusCode, String) {
     for shared in &endpoints.pipelines {
         if let Some(reason) = shared.unhealthy.lock().expect("health lock").clone() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("unhealthy: {reason}\n"),
+            );
+        }
+        if let Some(reason) = shared.stalled(endpoints.stall_timeout) {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("unhealthy: {reason}\n"),
@@ -196,6 +217,7 @@ mod tests {
         shared.lag.lock().unwrap().insert(id, 7);
         let text = render(&Endpoints {
             pipelines: vec![shared],
+            stall_timeout: std::time::Duration::from_secs(300),
         });
         assert!(
             text.contains(r#"bronze_messages_total{source="kafka",stream="orders"} 10"#),
@@ -207,5 +229,41 @@ mod tests {
             r#"bronze_consumer_lag_records{source="kafka",stream="orders",partition="0"} 7"#
         ));
         assert!(text.contains("bronze_concurrency_limit"));
+        assert!(text.contains("bronze_stale_records_total 0"));
+    }
+
+    #[test]
+    fn healthz_reports_a_stall() {
+        let shared = Arc::new(Shared::default());
+        let endpoints = Endpoints {
+            pipelines: vec![shared.clone()],
+            stall_timeout: std::time::Duration::from_secs(60),
+        };
+        assert_eq!(health(&endpoints).0, StatusCode::OK);
+        // Paused just now: not a stall yet.
+        shared.set_paused(true);
+        assert_eq!(health(&endpoints).0, StatusCode::OK);
+        // Paused for two minutes with nothing ever committed: a stall.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        shared
+            .paused_since_ms
+            .store(now - 120_000, Ordering::Relaxed);
+        let (status, body) = health(&endpoints);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("stalled"), "{body}");
+        // A commit within the timeout means landings are moving: not a stall.
+        shared
+            .last_progress_ms
+            .store(now - 5_000, Ordering::Relaxed);
+        assert_eq!(health(&endpoints).0, StatusCode::OK);
+        // Resumed: not a stall.
+        shared
+            .last_progress_ms
+            .store(now - 600_000, Ordering::Relaxed);
+        shared.set_paused(false);
+        assert_eq!(health(&endpoints).0, StatusCode::OK);
     }
 }

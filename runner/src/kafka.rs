@@ -6,8 +6,12 @@
 //! - **assigned**: read each partition's checkpoint and start right after it (or at the
 //!   configured start for a partition never landed). Kafka's committed offsets are not
 //!   trusted for this; they are only written afterwards, as an advisory copy for lag tools.
-//! - **revoked**: hand the partitions to the pipeline, which lands and commits what is
-//!   buffered for them, and only then give them up.
+//! - **revoked**: hand the records polled but not yet handed over to the pipeline, then the
+//!   partitions, which it lands and commits, and only then give them up.
+//! - every assignment of a partition gets a new [`Epoch`]; each record is stamped with the
+//!   epoch it was read under, so the pipeline drops records of an ended assignment instead
+//!   of landing them after a gap, and a landing that outlives its assignment touches
+//!   nothing of the next one.
 //! - a **zombie** that lost its partitions without a callback (session timeout) still holds
 //!   records; its commit is conditional on the checkpoint it read, so it fails with
 //!   "checkpoint moved" and overwrites nothing.
@@ -17,7 +21,7 @@
 //! stays in the group.
 
 use crate::config::{KafkaConfig, SaslMechanism, StartFrom};
-use crate::pipeline::{Acknowledge, Input, Shared, record_footprint};
+use crate::pipeline::{Acknowledge, Assignment, Chunk, Epoch, Input, Shared};
 use crate::secrets::SaslCredentials;
 use bronze::config::ConnectorConfig;
 use bronze::cursor::{Cursor, KafkaOffset};
@@ -34,7 +38,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -82,10 +86,11 @@ pub struct KafkaAcks {
 }
 
 impl Acknowledge<KafkaOffset> for KafkaAcks {
-    fn committed(&self, partition: &PartitionId, last: &KafkaOffset) {
-        let Ok(p) = partition.partition.parse::<i32>() else {
+    fn committed(&self, partition: &PartitionId, records: &[Record<KafkaOffset>]) {
+        let (Ok(p), Some(last)) = (partition.partition.parse::<i32>(), records.last()) else {
             return;
         };
+        let last = &last.cursor;
         let next = i64::try_from(last.0).unwrap_or(i64::MAX - 1) + 1;
         let mut pending = self.pending.lock().expect("acks lock");
         let slot = pending.entry((partition.stream.clone(), p)).or_insert(next);
@@ -113,6 +118,13 @@ struct Ctx {
     high_watermarks: Mutex<HashMap<TopicPartition, i64>>,
     iam: Option<IamSigner>,
     acks: Arc<KafkaAcks>,
+    shared: Arc<Shared>,
+    /// The epoch of each assigned partition's current assignment.
+    epochs: Mutex<HashMap<TopicPartition, Epoch>>,
+    next_epoch: AtomicU64,
+    /// Records polled and not yet handed to the pipeline. It lives here, not in the poll
+    /// loop, so that the revoke callback (which runs inside `poll`) hands them over first.
+    chunk: Mutex<Chunk<KafkaOffset>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -133,8 +145,13 @@ impl Ctx {
         }
     }
 
-    /// The offset to start a newly assigned partition at: right after its checkpoint.
-    async fn start_offset(&self, topic: &str, partition: i32) -> Result<Offset, KafkaSourceError> {
+    /// The offset to start a newly assigned partition at (right after its checkpoint), and
+    /// the checkpoint.
+    async fn start_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(Offset, Option<KafkaOffset>), KafkaSourceError> {
         let id = partition_id(topic, partition);
         if self.connector.stream(Source::Kafka, topic).is_none() {
             return Err(KafkaSourceError::Fatal(format!(
@@ -163,14 +180,18 @@ impl Ctx {
                     KafkaSourceError::Fatal(format!("{id}: stored checkpoint {:?}: {e}", c.cursor))
                 })?;
                 tracing::info!(partition = %id, checkpoint = %last, "assigned; resuming after the checkpoint");
-                Offset::Offset(i64::try_from(last.0).unwrap_or(i64::MAX - 1) + 1)
+                (
+                    Offset::Offset(i64::try_from(last.0).unwrap_or(i64::MAX - 1) + 1),
+                    Some(last),
+                )
             }
             None => {
                 tracing::info!(partition = %id, start_from = ?self.start_from, "assigned; no checkpoint yet");
-                match self.start_from {
+                let offset = match self.start_from {
                     StartFrom::Earliest => Offset::Beginning,
                     StartFrom::Latest => Offset::End,
-                }
+                };
+                (offset, None)
             }
         })
     }
@@ -188,18 +209,36 @@ impl Ctx {
                 .buffered(CHECKPOINT_READS)
                 .collect(),
         );
+        let mut assignments = Vec::new();
+        let mut epochs = Vec::new();
         for ((topic, partition), offset) in elements.iter().zip(offsets) {
             match offset {
-                Ok(offset) => {
+                Ok((offset, checkpoint)) => {
                     if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
                         self.fail(KafkaSourceError::Fatal(format!(
                             "{topic}/{partition}: cannot set the start offset: {e}"
                         )));
+                        continue;
                     }
+                    let epoch = Epoch(self.next_epoch.fetch_add(1, Ordering::Relaxed) + 1);
+                    epochs.push(((topic.clone(), *partition), epoch));
+                    assignments.push(Assignment {
+                        partition: partition_id(topic, *partition),
+                        epoch,
+                        start: checkpoint.map(|c| KafkaOffset(c.0.saturating_add(1))),
+                        checkpoint,
+                    });
                 }
                 Err(e) => self.fail(e),
             }
         }
+        // The pipeline opens the buffers before any record of these partitions is polled.
+        if self.tx.blocking_send(Input::Assign(assignments)).is_err() {
+            self.fail(KafkaSourceError::Fatal(
+                "the landing pipeline stopped".into(),
+            ));
+        }
+        self.epochs.lock().expect("epochs lock").extend(epochs);
         let result = match consumer.rebalance_protocol() {
             RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
             _ => consumer.assign(tpl),
@@ -229,7 +268,16 @@ impl Ctx {
             partitions = ids.len(),
             "partitions revoked; landing what is buffered for them"
         );
-        // Records of these partitions polled but not yet handed over go first, in order.
+        // Records polled but not yet handed over go first, under the epoch they were read
+        // in, so the revocation lands them; then the partitions' epochs end, and anything
+        // read under them later is dropped by the pipeline.
+        self.flush();
+        {
+            let mut epochs = self.epochs.lock().expect("epochs lock");
+            for e in &elements {
+                epochs.remove(e);
+            }
+        }
         let (ack, done) = oneshot::channel();
         if self.tx.blocking_send(Input::Revoke(ids, ack)).is_ok() {
             let _ = done.blocking_recv();
@@ -250,6 +298,18 @@ impl Ctx {
             .lock()
             .expect("watermarks lock")
             .retain(|tp, _| !elements.contains(tp));
+    }
+
+    /// Hands the records polled so far to the pipeline. False when the pipeline stopped.
+    fn flush(&self) -> bool {
+        let chunk = {
+            let mut chunk = self.chunk.lock().expect("chunk lock");
+            if chunk.is_empty() {
+                return true;
+            }
+            std::mem::replace(&mut *chunk, Chunk::new(&self.shared))
+        };
+        self.tx.blocking_send(Input::Records(chunk)).is_ok()
     }
 
     /// Copies committed offsets to Kafka (advisory only; the state registry decides).
@@ -446,6 +506,8 @@ pub struct KafkaSource {
     pub shared: Arc<Shared>,
     /// Committed offsets to copy to Kafka.
     pub acks: Arc<KafkaAcks>,
+    /// How long a shutdown may take: one drain, bounded by this.
+    pub shutdown_timeout: Duration,
 }
 
 /// Records handed to the pipeline per message.
@@ -489,6 +551,10 @@ impl KafkaSource {
             high_watermarks: Mutex::new(HashMap::new()),
             iam,
             acks: self.acks.clone(),
+            shared: self.shared.clone(),
+            epochs: Mutex::new(HashMap::new()),
+            next_epoch: AtomicU64::new(0),
+            chunk: Mutex::new(Chunk::new(&self.shared)),
         };
         let consumer: BaseConsumer<Ctx> = config
             .create_with_context(ctx)
@@ -503,16 +569,21 @@ impl KafkaSource {
             })?;
         tracing::info!(topics = ?topics, group = %self.config.group_id, "subscribed");
         let result = self.poll_loop(&consumer, &tx, &stop);
+        // One drain, bounded by the shutdown timeout: the pipeline ends every drain from now
+        // on (the revocation below and its final one) by this deadline.
+        let deadline = Instant::now() + self.shutdown_timeout;
+        let _ = tx.blocking_send(Input::Stop(tokio::time::Instant::from_std(deadline)));
         // Leave the group: the revocation lands and commits what is buffered.
         consumer.unsubscribe();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // A moment past the deadline, for the group leave itself once the drain has ended.
+        let leave_by = deadline + Duration::from_secs(2);
         while !consumer
             .context()
             .assignment
             .lock()
             .expect("assignment lock")
             .is_empty()
-            && Instant::now() < deadline
+            && Instant::now() < leave_by
         {
             let _ = consumer.poll(Duration::from_millis(100));
         }
@@ -528,34 +599,35 @@ impl KafkaSource {
         stop: &AtomicBool,
     ) -> Result<(), KafkaSourceError> {
         let ctx = consumer.context();
-        let mut chunk: Vec<(PartitionId, Record<KafkaOffset>)> = Vec::with_capacity(CHUNK);
+        let stopped = || KafkaSourceError::Fatal("the landing pipeline stopped".into());
         let mut last_housekeeping = Instant::now();
         loop {
             if let Some(e) = ctx.fatal.lock().expect("fatal lock").take() {
                 return Err(e);
             }
             if stop.load(Ordering::Relaxed) {
-                if !chunk.is_empty() {
-                    let _ = tx.blocking_send(Input::Records(std::mem::take(&mut chunk)));
-                }
+                ctx.flush();
                 return Ok(());
             }
             self.backpressure(consumer);
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
+                    let tp = (message.topic().to_owned(), message.partition());
+                    // The epoch of the assignment this record was read under. A partition
+                    // with none is not (or no longer) assigned: the record is not ours.
+                    let epoch = ctx.epochs.lock().expect("epochs lock").get(&tp).copied();
+                    let Some(epoch) = epoch else {
+                        tracing::debug!(topic = %tp.0, partition = tp.1, offset = message.offset(), "record of a partition not assigned; dropped");
+                        continue;
+                    };
                     let record = to_record(&message);
-                    self.shared
-                        .buffered
-                        .fetch_add(record_footprint(&record), Ordering::Relaxed);
-                    chunk.push((partition_id(message.topic(), message.partition()), record));
-                    if chunk.len() >= CHUNK
-                        && tx
-                            .blocking_send(Input::Records(std::mem::take(&mut chunk)))
-                            .is_err()
-                    {
-                        return Err(KafkaSourceError::Fatal(
-                            "the landing pipeline stopped".into(),
-                        ));
+                    let full = {
+                        let mut chunk = ctx.chunk.lock().expect("chunk lock");
+                        chunk.push(partition_id(&tp.0, tp.1), epoch, record);
+                        chunk.len() >= CHUNK
+                    };
+                    if full && !ctx.flush() {
+                        return Err(stopped());
                     }
                 }
                 Some(Err(e)) => match e.rdkafka_error_code() {
@@ -568,14 +640,8 @@ impl KafkaSource {
                     _ => tracing::warn!(error = %e, "consumer error; continuing"),
                 },
                 None => {
-                    if !chunk.is_empty()
-                        && tx
-                            .blocking_send(Input::Records(std::mem::take(&mut chunk)))
-                            .is_err()
-                    {
-                        return Err(KafkaSourceError::Fatal(
-                            "the landing pipeline stopped".into(),
-                        ));
+                    if !ctx.flush() {
+                        return Err(stopped());
                     }
                 }
             }
@@ -622,6 +688,7 @@ impl KafkaSource {
         match result {
             Ok(()) => {
                 ctx.paused.store(pause, Ordering::Relaxed);
+                self.shared.set_paused(pause);
                 tracing::info!(
                     buffered,
                     cap = self.max_buffer,
@@ -636,25 +703,53 @@ impl KafkaSource {
 
 /// Converts a Kafka message into a source-neutral record (bytes exactly as delivered).
 fn to_record<M: Message>(message: &M) -> Record<KafkaOffset> {
-    let headers = message
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| Header {
-                    key: h.key.to_owned(),
-                    value: h.value.map(<[u8]>::to_vec),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let (headers, defect) = match message.headers().map(read_headers) {
+        None => (Vec::new(), None),
+        Some(Ok(headers)) => (headers, None),
+        Some(Err((headers, defect))) => (headers, Some(defect)),
+    };
     Record {
         cursor: KafkaOffset(u64::try_from(message.offset()).unwrap_or(0)),
         key: message.key().map(<[u8]>::to_vec),
         headers,
         timestamp_ms: message.timestamp().to_millis(),
         payload: message.payload().map(<[u8]>::to_vec),
-        defect: None,
+        defect,
         schema_id: None,
+    }
+}
+
+/// Reads a message's headers without panicking. rdkafka 0.39 reads a header key with
+/// `CStr::to_str(..).unwrap()` in every accessor (`get`, `get_as`, `try_get`, `iter`), so a
+/// key that is not UTF-8 panics inside the crate, and the workspace forbids the `unsafe`
+/// FFI call that would read its bytes. Such a header is caught here: the record keeps the
+/// headers that could be read and becomes poison (dead-lettered with its payload, key and
+/// those headers, and a reason naming the header), instead of crashing the runner or landing
+/// with a header silently missing.
+fn read_headers<H: Headers>(headers: &H) -> Result<Vec<Header>, (Vec<Header>, String)> {
+    let mut out = Vec::with_capacity(headers.count());
+    let mut unreadable = Vec::new();
+    for i in 0..headers.count() {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            headers.try_get(i).map(|h| Header {
+                key: h.key.to_owned(),
+                value: h.value.map(<[u8]>::to_vec),
+            })
+        })) {
+            Ok(Some(header)) => out.push(header),
+            Ok(None) => break,
+            Err(_) => unreadable.push(i),
+        }
+    }
+    if unreadable.is_empty() {
+        Ok(out)
+    } else {
+        Err((
+            out,
+            format!(
+                "Kafka header(s) at index {unreadable:?} have a key that is not UTF-8; the Kafka client cannot read such a key, so the record is dead-lettered rather than landed without it"
+            ),
+        ))
     }
 }
 
@@ -686,12 +781,24 @@ mod tests {
         assert_eq!(lag(Some(&KafkaOffset(20)), 10), 0);
     }
 
+    fn at(offset: u64) -> Record<KafkaOffset> {
+        Record {
+            cursor: KafkaOffset(offset),
+            key: None,
+            headers: Vec::new(),
+            timestamp_ms: None,
+            payload: None,
+            defect: None,
+            schema_id: None,
+        }
+    }
+
     #[test]
     fn acks_keep_the_highest_next_offset() {
         let acks = KafkaAcks::default();
         let id = partition_id("t", 3);
-        acks.committed(&id, &KafkaOffset(9));
-        acks.committed(&id, &KafkaOffset(4));
+        acks.committed(&id, &[at(5), at(9)]);
+        acks.committed(&id, &[at(4)]);
         assert_eq!(acks.pending.lock().unwrap()[&("t".to_owned(), 3)], 10);
     }
 
@@ -711,5 +818,84 @@ mod tests {
         assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert!(!describe(&k).contains("hunter2"));
         assert!(!format!("{creds:?}").contains("hunter2"));
+    }
+
+    /// Headers as librdkafka hands them over (key bytes, value), read the way rdkafka 0.39's
+    /// `BorrowedHeaders::try_get` reads them: the key through `CStr::to_str(..).unwrap()`.
+    struct RawHeaders(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+    impl Headers for RawHeaders {
+        fn count(&self) -> usize {
+            self.0.len()
+        }
+
+        fn try_get(&self, idx: usize) -> Option<rdkafka::message::Header<'_, &[u8]>> {
+            self.0
+                .get(idx)
+                .map(|(key, value)| rdkafka::message::Header {
+                    key: std::ffi::CStr::from_bytes_until_nul(key)
+                        .unwrap()
+                        .to_str()
+                        .unwrap(),
+                    value: value.as_deref(),
+                })
+        }
+    }
+
+    /// Defect: a header key that is not UTF-8 panicked inside rdkafka and crashed the runner.
+    #[test]
+    fn a_header_key_that_is_not_utf8_makes_the_record_poison_not_a_panic() {
+        let headers = RawHeaders(vec![
+            (b"trace\0".to_vec(), Some(b"abc".to_vec())),
+            (b"\xff\xfekey\0".to_vec(), Some(b"v".to_vec())),
+            (b"empty\0".to_vec(), None),
+        ]);
+        let (kept, reason) = read_headers(&headers).unwrap_err();
+        assert_eq!(
+            kept,
+            vec![
+                Header {
+                    key: "trace".into(),
+                    value: Some(b"abc".to_vec())
+                },
+                Header {
+                    key: "empty".into(),
+                    value: None
+                },
+            ]
+        );
+        assert!(reason.contains("index [1]"), "{reason}");
+        assert!(reason.contains("not UTF-8"), "{reason}");
+        let fine = RawHeaders(vec![(b"a\0".to_vec(), Some(vec![0xff]))]);
+        assert_eq!(
+            read_headers(&fine).unwrap(),
+            vec![Header {
+                key: "a".into(),
+                value: Some(vec![0xff])
+            }]
+        );
+    }
+
+    #[test]
+    fn a_message_becomes_a_record_with_its_bytes() {
+        use rdkafka::message::{OwnedHeaders, OwnedMessage, Timestamp};
+        let headers = OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "h",
+            value: Some(&[0xffu8, 0][..]),
+        });
+        let message = OwnedMessage::new(
+            Some(b"{\"a\":1}".to_vec()),
+            Some(b"k".to_vec()),
+            "t".into(),
+            Timestamp::CreateTime(1_764_201_600_001),
+            0,
+            42,
+            Some(headers),
+        );
+        let record = to_record(&message);
+        assert_eq!(record.cursor, KafkaOffset(42));
+        assert_eq!(record.defect, None);
+        assert_eq!(record.headers[0].value.as_deref(), Some(&[0xffu8, 0][..]));
+        assert_eq!(record.timestamp_ms, Some(1_764_201_600_001));
     }
 }

@@ -8,15 +8,17 @@
 //! - Exclusive and Failover: one consumer per partition at a time, so a partition's records
 //!   arrive in order and land in ordered mode; acknowledgements are cumulative.
 //! - Key_Shared: several consumers share a partition by key, so each sees an interleaved
-//!   subset; they land in interleaved mode (see the landing contract) and acknowledge
-//!   message by message, since Pulsar refuses cumulative acknowledgements there.
+//!   subset, and a redelivery after a consumer leaves arrives after newer messages; they land
+//!   in interleaved mode (see the landing contract), each file sorted by message id with
+//!   repeats dropped, and acknowledge exactly the messages committed, entry by entry, since
+//!   Pulsar refuses cumulative acknowledgements there.
 //! - A failed landing is retried from memory (the pipeline keeps the records); poison goes
 //!   to the DLQ like every source.
 //! - Backpressure: the consumer stops reading while the buffer is full; Pulsar's flow
 //!   control then stops delivery once the receiver queue is full.
 
 use crate::config::{PulsarConfig, SubscriptionType};
-use crate::pipeline::{Acknowledge, Input, Pipeline, Shared, record_footprint};
+use crate::pipeline::{Acknowledge, Assignment, Chunk, Epoch, Input, Pipeline, Shared};
 use bronze::cursor::PulsarMessageId;
 use bronze::engine::Lander;
 use bronze::ports::StateStore;
@@ -25,7 +27,7 @@ use futures::StreamExt;
 use pulsar::consumer::InitialPosition;
 use pulsar::proto::MessageIdData;
 use pulsar::{ConsumerOptions, SubType, TokioExecutor};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,21 +70,26 @@ fn no_lag(_: Option<&PulsarMessageId>, _: u64) -> u64 {
     0
 }
 
-/// Acknowledgement requests from the pipeline to the consumer task.
+/// The pipeline's assignment epoch for Pulsar partitions: the consumer has no rebalance
+/// callbacks, so a partition is assigned once, when its first message arrives.
+const PULSAR_EPOCH: Epoch = Epoch(1);
+
+/// Acknowledgement requests from the pipeline to the consumer task: the message ids of
+/// each commit.
 #[derive(Debug, Default)]
 pub struct PulsarAcks {
-    committed: Mutex<HashMap<PartitionId, PulsarMessageId>>,
+    committed: Mutex<HashMap<PartitionId, Vec<PulsarMessageId>>>,
     notify: tokio::sync::Notify,
 }
 
 impl Acknowledge<PulsarMessageId> for PulsarAcks {
-    fn committed(&self, partition: &PartitionId, last: &PulsarMessageId) {
-        let mut c = self.committed.lock().expect("acks lock");
-        let slot = c.entry(partition.clone()).or_insert(*last);
-        if *last > *slot {
-            *slot = *last;
-        }
-        drop(c);
+    fn committed(&self, partition: &PartitionId, records: &[Record<PulsarMessageId>]) {
+        self.committed
+            .lock()
+            .expect("acks lock")
+            .entry(partition.clone())
+            .or_default()
+            .extend(records.iter().map(|r| r.cursor));
         self.notify.notify_one();
     }
 }
@@ -209,54 +216,95 @@ pub async fn start(
     let cumulative = config.subscription_type != SubscriptionType::KeyShared;
     let max_buffer = runner.buffer.max_bytes;
     let consumer_task = tokio::spawn(consume(
-        consumer, tx, acks, shared, max_buffer, cumulative, stop,
+        consumer, tx, acks, shared, max_buffer, cumulative, stop, drain,
     ));
     Ok((pipeline_task, consumer_task))
 }
 
-/// Delivered, not yet acknowledged message ids of one partition, with the broker's topic name.
+/// Delivered, not yet acknowledged messages of one partition, with the broker's topic name.
 #[derive(Debug, Default)]
 struct Unacked {
     topic: String,
-    ids: VecDeque<(PulsarMessageId, MessageIdData)>,
-    /// The same ids, to recognise a redelivery of a message still held (after a reconnect,
-    /// or a broker that sends an entry twice): it is not handed over again.
-    pending: HashSet<PulsarMessageId>,
+    /// Every message delivered and not acknowledged, by id; a redelivery of one of them
+    /// (after a reconnect, or a broker that sends an entry twice) is not handed over again.
+    held: BTreeMap<PulsarMessageId, MessageIdData>,
+    /// Those of them that are committed.
+    committed: BTreeSet<PulsarMessageId>,
+    /// The entry (ledger, entry) of the newest message delivered: it may still be arriving.
+    receiving: Option<(u64, u64)>,
 }
 
-/// The acknowledgements that make everything up to `last` acknowledged, without
-/// acknowledging an entry part of whose batch is not committed yet (the crate acknowledges
-/// a batched entry as a whole). Pops what it covers from `ids`.
-fn ackable(
-    ids: &mut VecDeque<(PulsarMessageId, MessageIdData)>,
-    pending: &mut HashSet<PulsarMessageId>,
-    last: PulsarMessageId,
-) -> Vec<MessageIdData> {
-    let mut done = Vec::new();
-    while ids.front().is_some_and(|(c, _)| *c <= last) {
-        let (cursor, data) = ids.pop_front().expect("checked");
-        pending.remove(&cursor);
-        done.push((cursor, data));
+impl Unacked {
+    fn deliver(&mut self, cursor: PulsarMessageId, data: MessageIdData) -> bool {
+        if self.held.contains_key(&cursor) {
+            return false;
+        }
+        self.receiving = Some((cursor.ledger, cursor.entry));
+        self.held.insert(cursor, data);
+        true
     }
-    // An entry is complete when none of its messages is still waiting.
-    let incomplete = ids.front().map(|(c, _)| (c.ledger, c.entry));
-    let mut out: Vec<MessageIdData> = Vec::new();
-    let mut held: Vec<(PulsarMessageId, MessageIdData)> = Vec::new();
-    for (cursor, data) in done {
-        if Some((cursor.ledger, cursor.entry)) == incomplete {
-            held.push((cursor, data));
+
+    /// Books a commit. Cumulative (ordered) subscriptions commit in order, so everything held
+    /// up to the last committed id is landed (the engine skips what is at or below the
+    /// checkpoint); interleaved ones commit exactly `cursors`.
+    fn commit(&mut self, cursors: &[PulsarMessageId], cumulative: bool) {
+        if cumulative {
+            if let Some(last) = cursors.iter().max() {
+                let upto: Vec<_> = self.held.range(..=*last).map(|(c, _)| *c).collect();
+                self.committed.extend(upto);
+            }
         } else {
-            out.push(data);
+            self.committed
+                .extend(cursors.iter().filter(|c| self.held.contains_key(c)));
         }
     }
-    // Messages of the incomplete entry stay until the rest of it is committed.
-    for (cursor, data) in held.into_iter().rev() {
-        pending.insert(cursor);
-        ids.push_front((cursor, data));
+
+    /// The acknowledgements that may be sent now, removed from what is held. A message is
+    /// acknowledged only when it is committed; the crate acknowledges a batched entry as a
+    /// whole, so an entry goes only when every message of it is delivered (its batch size,
+    /// or a later entry has started arriving) and committed. Cumulative: one acknowledgement
+    /// for the longest run of complete entries from the oldest; otherwise one per complete
+    /// entry.
+    fn ackable(&mut self, cumulative: bool) -> Vec<MessageIdData> {
+        let mut entries: BTreeMap<(u64, u64), Vec<PulsarMessageId>> = BTreeMap::new();
+        for cursor in self.held.keys() {
+            entries
+                .entry((cursor.ledger, cursor.entry))
+                .or_default()
+                .push(*cursor);
+        }
+        let mut out = Vec::new();
+        for (entry, cursors) in entries {
+            let data = &self.held[&cursors[0]];
+            let delivered = match data.batch_size {
+                Some(size) if data.batch_index.is_some() => {
+                    cursors.len() >= usize::try_from(size).unwrap_or(usize::MAX)
+                        || self.receiving != Some(entry)
+                }
+                _ => true,
+            };
+            let complete = delivered && cursors.iter().all(|c| self.committed.contains(c));
+            if !complete {
+                if cumulative {
+                    break;
+                }
+                continue;
+            }
+            let data = data.clone();
+            for c in &cursors {
+                self.held.remove(c);
+                self.committed.remove(c);
+            }
+            if cumulative {
+                out.clear();
+            }
+            out.push(data);
+        }
+        out
     }
-    out
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn consume(
     mut consumer: pulsar::Consumer<Vec<u8>, TokioExecutor>,
     tx: mpsc::Sender<Input<PulsarMessageId>>,
@@ -265,6 +313,7 @@ async fn consume(
     max_buffer: u64,
     cumulative: bool,
     stop: Arc<AtomicBool>,
+    shutdown_timeout: Duration,
 ) -> anyhow::Result<()> {
     let mut unacked: HashMap<PartitionId, Unacked> = HashMap::new();
     let mut paused = false;
@@ -277,9 +326,11 @@ async fn consume(
         if !paused && buffered >= max_buffer {
             paused = true;
             shared.pauses.fetch_add(1, Ordering::Relaxed);
+            shared.set_paused(true);
             tracing::info!(buffered, cap = max_buffer, "backpressure: not reading");
         } else if paused && buffered < max_buffer / 2 {
             paused = false;
+            shared.set_paused(false);
             tracing::info!(buffered, "backpressure released");
         }
         tokio::select! {
@@ -287,17 +338,32 @@ async fn consume(
                 Some(Ok(message)) => {
                     let record = to_record(&message);
                     let id = partition_id(&message.topic);
-                    let entry = unacked.entry(id.clone()).or_insert_with(|| Unacked {
-                        topic: message.topic.clone(),
-                        ..Default::default()
-                    });
-                    if !entry.pending.insert(record.cursor) {
+                    let entry = match unacked.entry(id.clone()) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            // The first message of a partition assigns it to the pipeline.
+                            let assignment = Assignment {
+                                partition: id.clone(),
+                                epoch: PULSAR_EPOCH,
+                                checkpoint: None,
+                                start: None,
+                            };
+                            if tx.send(Input::Assign(vec![assignment])).await.is_err() {
+                                anyhow::bail!("the landing pipeline stopped");
+                            }
+                            e.insert(Unacked {
+                                topic: message.topic.clone(),
+                                ..Default::default()
+                            })
+                        }
+                    };
+                    if !entry.deliver(record.cursor, message.message_id().clone()) {
                         tracing::debug!(partition = %id, cursor = %record.cursor, "redelivery of a message still held; ignored");
                         continue;
                     }
-                    shared.buffered.fetch_add(record_footprint(&record), Ordering::Relaxed);
-                    entry.ids.push_back((record.cursor, message.message_id().clone()));
-                    if tx.send(Input::Records(vec![(id, record)])).await.is_err() {
+                    let mut chunk = Chunk::new(&shared);
+                    chunk.push(id, PULSAR_EPOCH, record);
+                    if tx.send(Input::Records(chunk)).await.is_err() {
                         anyhow::bail!("the landing pipeline stopped");
                     }
                 }
@@ -310,10 +376,13 @@ async fn consume(
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
-    // Close the input: the pipeline lands and commits what it holds, acknowledging as it goes.
+    // One drain bounded by the shutdown timeout: the pipeline lands and commits what it
+    // holds by this deadline, acknowledging as it goes; then the input closes.
+    let deadline = tokio::time::Instant::now() + shutdown_timeout;
+    let _ = tx.send(Input::Stop(deadline)).await;
     drop(tx);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while shared.buffered.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+    let leave_by = deadline + Duration::from_secs(2);
+    while shared.buffered.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < leave_by {
         tokio::select! {
             _ = acks.notify.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -325,20 +394,21 @@ async fn consume(
     Ok(())
 }
 
-/// Acknowledges every delivered message up to each partition's committed cursor.
+/// Acknowledges the committed messages that may be acknowledged (see [`Unacked::ackable`]).
 async fn acknowledge(
     consumer: &mut pulsar::Consumer<Vec<u8>, TokioExecutor>,
     acks: &PulsarAcks,
     unacked: &mut HashMap<PartitionId, Unacked>,
     cumulative: bool,
 ) {
-    let committed: Vec<(PartitionId, PulsarMessageId)> =
+    let committed: Vec<(PartitionId, Vec<PulsarMessageId>)> =
         acks.committed.lock().expect("acks lock").drain().collect();
-    for (id, last) in committed {
+    for (id, cursors) in committed {
         let Some(entry) = unacked.get_mut(&id) else {
             continue;
         };
-        let ids = ackable(&mut entry.ids, &mut entry.pending, last);
+        entry.commit(&cursors, cumulative);
+        let ids = entry.ackable(cumulative);
         let result = if cumulative {
             match ids.into_iter().last() {
                 Some(data) => consumer.cumulative_ack_with_id(&entry.topic, data).await,
@@ -380,31 +450,75 @@ mod tests {
         )
     }
 
+    fn held(ids: &[(PulsarMessageId, MessageIdData)]) -> Unacked {
+        let mut u = Unacked::default();
+        for (c, d) in ids {
+            assert!(u.deliver(*c, d.clone()));
+        }
+        u
+    }
+
+    fn entries(acked: &[MessageIdData]) -> Vec<u64> {
+        acked.iter().map(|d| d.entry_id).collect()
+    }
+
     #[test]
     fn a_batched_entry_is_acknowledged_only_when_all_of_it_is_committed() {
-        let mut ids: VecDeque<_> = [
+        let all = [
             id(0, None, None),
             id(1, Some(0), Some(3)),
             id(1, Some(1), Some(3)),
             id(1, Some(2), Some(3)),
             id(2, None, None),
-        ]
-        .into_iter()
-        .collect();
-        let mut pending: HashSet<_> = ids.iter().map(|(c, _)| *c).collect();
-        // Committed up to the middle of entry 1: only entry 0 may be acknowledged.
-        let acked = ackable(&mut ids, &mut pending, PulsarMessageId::new(1, 1, Some(1)));
-        assert_eq!(
-            acked.iter().map(|d| d.entry_id).collect::<Vec<_>>(),
-            vec![0]
+        ];
+        for cumulative in [true, false] {
+            let mut u = held(&all);
+            // Committed up to the middle of entry 1: only entry 0 may be acknowledged.
+            u.commit(&[all[0].0, all[1].0, all[2].0], cumulative);
+            assert_eq!(entries(&u.ackable(cumulative)), vec![0], "{cumulative}");
+            assert_eq!(u.held.len(), 4);
+            // The rest of entry 1 is committed: all of it goes, as one acknowledgement.
+            u.commit(&[all[3].0], cumulative);
+            assert_eq!(entries(&u.ackable(cumulative)), vec![1], "{cumulative}");
+            assert_eq!(u.held.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_batch_still_arriving_is_not_acknowledged() {
+        let all = [id(1, Some(0), Some(3)), id(1, Some(1), Some(3))];
+        let mut u = held(&all);
+        u.commit(&[all[0].0, all[1].0], false);
+        // Two of three delivered and committed; the third is not here yet.
+        assert!(u.ackable(false).is_empty());
+        let third = id(1, Some(2), Some(3));
+        assert!(u.deliver(third.0, third.1.clone()));
+        assert!(u.ackable(false).is_empty(), "the third is not committed");
+        u.commit(&[third.0], false);
+        assert_eq!(entries(&u.ackable(false)), vec![1]);
+    }
+
+    #[test]
+    fn key_shared_acknowledges_only_what_is_committed() {
+        // A redelivery after a consumer left arrives after newer messages: 500, 501, then 120.
+        let all = [
+            id(500, None, None),
+            id(501, None, None),
+            id(120, None, None),
+        ];
+        let mut u = held(&all);
+        assert!(
+            !u.deliver(all[0].0, all[0].1.clone()),
+            "a held message again"
         );
-        assert_eq!(ids.len(), 4);
-        assert!(pending.contains(&PulsarMessageId::new(1, 1, Some(0))));
-        // The rest of entry 1 is committed: all of it goes.
-        let acked = ackable(&mut ids, &mut pending, PulsarMessageId::new(1, 1, Some(2)));
-        assert_eq!(acked.len(), 3);
-        assert_eq!(ids.len(), 1);
-        assert_eq!(pending.len(), 1);
+        // A landing of 500 and 501 commits: 120 (delivered, not committed) must stay unacked.
+        // (Acknowledging "everything up to 501" acknowledged 120 too: lost on a crash.)
+        u.commit(&[all[0].0, all[1].0], false);
+        assert_eq!(entries(&u.ackable(false)), vec![500, 501]);
+        assert_eq!(u.held.keys().copied().collect::<Vec<_>>(), vec![all[2].0]);
+        u.commit(&[all[2].0], false);
+        assert_eq!(entries(&u.ackable(false)), vec![120]);
+        assert!(u.held.is_empty() && u.committed.is_empty());
     }
 
     #[test]
