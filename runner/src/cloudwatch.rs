@@ -51,6 +51,9 @@ impl MetricsWindow {
                         skipped: total.skipped.saturating_sub(before.skipped),
                         dead_letters: total.dead_letters.saturating_sub(before.dead_letters),
                         errors: total.errors.saturating_sub(before.errors),
+                        cursor_restarts: total
+                            .cursor_restarts
+                            .saturating_sub(before.cursor_restarts),
                         lag_ms: lags.remove(&key),
                     },
                     retries,

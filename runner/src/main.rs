@@ -10,6 +10,9 @@
 //! - `verify [--config] [--stream S]`: audits the committed Bronze data against the commit
 //!   log; exits 1 on a violation.
 //! - `schema check|register --config`: schema compatibility (see `bronze::commands`).
+//! - `reset --source S --stream T --partition P [--apply]`: start a partition over after its
+//!   source's cursors restarted (see `bronze::reset`); without `--apply` it only shows what
+//!   it would do.
 //!
 //! The bucket, table and queue come from the same environment variables as the functions
 //! (`BRONZE_BUCKET`, `STATE_TABLE`, `DLQ_URL`, `BRONZE_PREFIX`). `--config` may be a path or
@@ -62,6 +65,23 @@ enum Command {
         #[arg(long)]
         stream: Option<String>,
     },
+    /// Start a partition over after its source's cursors restarted (a recreated topic or
+    /// stream): archive its Bronze objects under `<prefix>/_archive/reset-<epoch seconds>/` and delete
+    /// its checkpoint and commit log. Without `--apply`, only shows what it would do.
+    Reset {
+        /// `kafka`, `kinesis` or `pulsar`.
+        #[arg(long)]
+        source: String,
+        /// Topic or stream name.
+        #[arg(long)]
+        stream: String,
+        /// Partition number or shard id.
+        #[arg(long)]
+        partition: String,
+        /// Make the change (default: a dry run).
+        #[arg(long)]
+        apply: bool,
+    },
     /// Schema registry commands.
     Schema {
         #[command(subcommand)]
@@ -101,6 +121,12 @@ fn main() -> ExitCode {
         Command::Status { config } => runtime.block_on(status(config)),
         Command::Verify { config, stream } => runtime.block_on(verify(config, stream)),
         Command::Schema { action } => runtime.block_on(schema(action)),
+        Command::Reset {
+            source,
+            stream,
+            partition,
+            apply,
+        } => runtime.block_on(reset(&source, stream, partition, apply)),
     };
     match result {
         Ok(code) => code,
@@ -110,6 +136,54 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+async fn reset(
+    source: &str,
+    stream: String,
+    partition: String,
+    apply: bool,
+) -> anyhow::Result<ExitCode> {
+    let id = bronze::record::PartitionId::from_state_key(&format!("{source}#{stream}#{partition}"))
+        .with_context(|| {
+            format!("--source {source:?}: expected kafka, kinesis or pulsar (and non-empty names)")
+        })?;
+    let env = bronze::config::EnvConfig::from_env()?;
+    let sdk = bronze::aws::sdk_config().await;
+    let objects = bronze::aws::S3ObjectStore::new(&sdk, &env.bucket);
+    let state = bronze::aws::DynamoStateStore::new(&sdk, &env.state_table);
+    let tag = format!(
+        "reset-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    );
+    let report =
+        bronze::reset::reset_partition(&objects, &state, &env.prefix, &id, &tag, apply).await?;
+    let verb = if report.applied {
+        "archived"
+    } else {
+        "would archive"
+    };
+    println!(
+        "{id}: {verb} {} object(s) to {} and {} {} checkpoint/commit-log item(s)",
+        report.archived.len(),
+        report.archive_prefix,
+        if report.applied {
+            "deleted"
+        } else {
+            "would delete"
+        },
+        report.state_items,
+    );
+    if !report.applied {
+        println!("dry run: run again with --apply to make the change");
+    } else {
+        println!(
+            "the partition now lands from the first record delivered; point the source's consumer (event source mapping or consumer group) at the records to land"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn schema(action: SchemaAction) -> anyhow::Result<ExitCode> {

@@ -1734,14 +1734,11 @@ mod tests {
         assert_eq!(h.shared.buffered.load(Ordering::Relaxed), 0);
     }
 
-    /// Not fixed here (the engine's interleaved mode, `shared/src/engine.rs`): a batch that
-    /// starts at the first cursor of a committed entry is taken for a retry of that entry and
-    /// everything up to the entry's last cursor is skipped. For Kinesis lanes that holds; for
-    /// Pulsar Key_Shared it does not: a consumer that takes over the unacknowledged messages
-    /// of one that left (committed, not yet acknowledged) gets them mixed with its own keys,
-    /// and a landing [120, 130, 502] after a committed [120, 500, 501] skips 130 for good.
+    /// A consumer that takes over the unacknowledged messages of one that left (committed,
+    /// not yet acknowledged) gets them mixed with its own keys: a landing [120, 130, 502]
+    /// after a committed [120, 500, 501] must land 130 and 502 (the engine's interleaved
+    /// mode skips only the records the committed entry holds).
     #[tokio::test]
-    #[ignore = "engine: land_interleaved skips up to a found entry's last cursor, not the records it holds"]
     async fn interleaved_redelivery_of_a_committed_first_cursor_loses_nothing() {
         let (pipeline, h) = gated_pipeline(limits(3, 1 << 20, 60_000));
         let pipeline = pipeline.interleaved();

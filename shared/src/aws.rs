@@ -316,6 +316,15 @@ fn entry_item(pk: &str, sk: String, entry: &CommitEntry) -> HashMap<String, Attr
     if let Some(key) = &entry.object_key {
         item.insert("object_key".to_owned(), s(key));
     }
+    if let Some(fp) = &entry.last_fingerprint {
+        item.insert("last_fingerprint".to_owned(), s(fp));
+    }
+    if let Some(dead) = &entry.dead_cursors {
+        item.insert(
+            "dead_cursors".to_owned(),
+            AttributeValue::L(dead.iter().map(s).collect()),
+        );
+    }
     item
 }
 
@@ -350,7 +359,67 @@ fn parse_entry(
         payload_bytes: num("payload_bytes")? as u64,
         run_id: text("run_id")?,
         committed_at_ms: num("committed_at_ms")?,
+        last_fingerprint: item
+            .get("last_fingerprint")
+            .and_then(|v| v.as_s().ok())
+            .cloned(),
+        dead_cursors: item
+            .get("dead_cursors")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect()),
     })
+}
+
+/// What a cancelled commit transaction means, read from its cancellation reasons, which
+/// come in the order of the transaction's items: the checkpoint put, then the log put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancellation {
+    /// The checkpoint's condition failed: another writer committed first.
+    CheckpointMoved,
+    /// Only the log entry's condition failed: an entry already starts at this first cursor
+    /// while the checkpoint is unchanged (written by interleaved mode).
+    LogEntryExists,
+    /// A conflict with another transaction, throttling or capacity: retry later.
+    Transient(String),
+    /// Anything else (validation, item size): retrying the same write cannot help.
+    Permanent(String),
+}
+
+/// Classifies a `TransactionCanceledException` by its reasons (`None` or `"None"` for an item
+/// that did not fail). Pure, so every combination is unit-tested.
+pub fn classify_cancellation(reasons: &[Option<String>]) -> Cancellation {
+    let code = |i: usize| {
+        reasons
+            .get(i)
+            .and_then(|r| r.as_deref())
+            .filter(|c| *c != "None")
+    };
+    let failed: Vec<&str> = (0..reasons.len()).filter_map(code).collect();
+    let described = || format!("transaction cancelled, reasons [{}]", failed.join(", "));
+    if code(0) == Some("ConditionalCheckFailed") {
+        return Cancellation::CheckpointMoved;
+    }
+    if code(1) == Some("ConditionalCheckFailed") && failed.len() == 1 {
+        return Cancellation::LogEntryExists;
+    }
+    let transient = |c: &&str| {
+        matches!(
+            *c,
+            "TransactionConflict"
+                | "ThrottlingError"
+                | "ProvisionedThroughputExceeded"
+                | "RequestLimitExceeded"
+                | "ConditionalCheckFailed"
+        )
+    };
+    if !failed.is_empty() && failed.iter().all(transient) {
+        Cancellation::Transient(described())
+    } else if failed.is_empty() {
+        // No reason given: the service did not say which item failed; treat as a conflict.
+        Cancellation::Transient(described())
+    } else {
+        Cancellation::Permanent(described())
+    }
 }
 
 impl DynamoStateStore {
@@ -367,6 +436,42 @@ impl DynamoStateStore {
 
     fn target(&self, partition: &PartitionId) -> String {
         format!("{}/{}", self.table, partition.state_key())
+    }
+
+    /// Every item of a partition (those whose sort key starts with `sk_prefix`, if given),
+    /// in sort-key order, read consistently across pages.
+    async fn query_partition(
+        &self,
+        partition: &PartitionId,
+        sk_prefix: Option<&str>,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, PortError> {
+        let mut items = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .expression_attribute_values(":pk", s(partition.state_key()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take());
+            query = match sk_prefix {
+                Some(prefix) => query
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :sk)")
+                    .expression_attribute_values(":sk", s(prefix)),
+                None => query.key_condition_expression("pk = :pk"),
+            };
+            let out = query
+                .send()
+                .await
+                .map_err(|e| classify("dynamodb:Query", &self.target(partition), &e))?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(items)
     }
 }
 
@@ -431,28 +536,41 @@ impl StateStore for DynamoStateStore {
         match result {
             Ok(_) => Ok(()),
             Err(err) => {
-                let condition_failed = err
-                    .as_service_error()
-                    .and_then(|e| match e {
-                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
-                            Some(c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed")))
-                        }
-                        _ => None,
-                    })
-                    .unwrap_or(false);
-                if condition_failed {
-                    let found = self.checkpoint(partition).await?.map(|c| c.cursor);
-                    Err(PortError::CheckpointMoved {
+                let reasons: Option<Vec<Option<String>>> = err.as_service_error().and_then(|e| match e {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(
+                        c.cancellation_reasons()
+                            .iter()
+                            .map(|r| r.code().map(str::to_owned))
+                            .collect(),
+                    ),
+                    _ => None,
+                });
+                let target = self.target(partition);
+                match reasons.map(|r| classify_cancellation(&r)) {
+                    Some(Cancellation::CheckpointMoved) => {
+                        let found = self.checkpoint(partition).await?.map(|c| c.cursor);
+                        Err(PortError::CheckpointMoved {
+                            partition: partition.to_string(),
+                            expected: expected.map(str::to_owned),
+                            found,
+                        })
+                    }
+                    Some(Cancellation::LogEntryExists) => Err(PortError::LogEntryExists {
                         partition: partition.to_string(),
-                        expected: expected.map(str::to_owned),
-                        found,
-                    })
-                } else {
-                    Err(classify(
-                        "dynamodb:TransactWriteItems",
-                        &self.target(partition),
-                        &err,
-                    ))
+                        first: entry.first.clone(),
+                        checkpoint: expected.map(str::to_owned),
+                    }),
+                    Some(Cancellation::Transient(message)) => Err(PortError::Transient {
+                        operation: "dynamodb:TransactWriteItems",
+                        target,
+                        message,
+                    }),
+                    Some(Cancellation::Permanent(message)) => Err(PortError::Permanent {
+                        operation: "dynamodb:TransactWriteItems",
+                        target,
+                        message,
+                    }),
+                    None => Err(classify("dynamodb:TransactWriteItems", &target, &err)),
                 }
             }
         }
@@ -513,30 +631,31 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn commit_log(&self, partition: &PartitionId) -> Result<Vec<CommitEntry>, PortError> {
-        let mut entries = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let out = self
-                .client
-                .query()
+        self.query_partition(partition, Some("log#"))
+            .await?
+            .iter()
+            .map(|item| parse_entry(&self.table, item))
+            .collect()
+    }
+
+    async fn forget_partition(&self, partition: &PartitionId) -> Result<u64, PortError> {
+        let target = self.target(partition);
+        let mut deleted = 0;
+        for item in self.query_partition(partition, None).await? {
+            let Some(sk) = item.get("sk").cloned() else {
+                continue;
+            };
+            self.client
+                .delete_item()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :log)")
-                .expression_attribute_values(":pk", s(partition.state_key()))
-                .expression_attribute_values(":log", s("log#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
+                .key("pk", s(partition.state_key()))
+                .key("sk", sk)
                 .send()
                 .await
-                .map_err(|e| classify("dynamodb:Query", &self.target(partition), &e))?;
-            for item in out.items() {
-                entries.push(parse_entry(&self.table, item)?);
-            }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
+                .map_err(|e| classify("dynamodb:DeleteItem", &target, &e))?;
+            deleted += 1;
         }
-        Ok(entries)
+        Ok(deleted)
     }
 
     async fn partitions(&self) -> Result<Vec<PartitionId>, PortError> {
@@ -623,5 +742,64 @@ impl DeadLetterQueue for SqsDeadLetterQueue {
             .await
             .map(|_| ())
             .map_err(|e| classify("sqs:SendMessage", &format!("{} ({dedup_id})", self.url), &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reasons(codes: &[&str]) -> Vec<Option<String>> {
+        codes.iter().map(|c| Some((*c).to_owned())).collect()
+    }
+
+    #[test]
+    fn cancellation_reasons_name_the_item_that_failed() {
+        assert_eq!(
+            classify_cancellation(&reasons(&["ConditionalCheckFailed", "None"])),
+            Cancellation::CheckpointMoved
+        );
+        assert_eq!(
+            classify_cancellation(&reasons(&[
+                "ConditionalCheckFailed",
+                "ConditionalCheckFailed"
+            ])),
+            Cancellation::CheckpointMoved
+        );
+        assert_eq!(
+            classify_cancellation(&reasons(&["None", "ConditionalCheckFailed"])),
+            Cancellation::LogEntryExists
+        );
+        assert_eq!(
+            classify_cancellation(&[None, Some("ConditionalCheckFailed".into())]),
+            Cancellation::LogEntryExists
+        );
+        for transient in [
+            &["TransactionConflict", "None"][..],
+            &["None", "TransactionConflict"],
+            &["ThrottlingError", "ThrottlingError"],
+            &["ProvisionedThroughputExceeded", "None"],
+            &["TransactionConflict", "ConditionalCheckFailed"],
+            &[],
+        ] {
+            assert!(
+                matches!(
+                    classify_cancellation(&reasons(transient)),
+                    Cancellation::Transient(_)
+                ),
+                "{transient:?}"
+            );
+        }
+        match classify_cancellation(&reasons(&["ValidationError", "None"])) {
+            Cancellation::Permanent(m) => assert!(m.contains("ValidationError"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify_cancellation(&reasons(&[
+                "ItemCollectionSizeLimitExceeded",
+                "ThrottlingError"
+            ])),
+            Cancellation::Permanent(_)
+        ));
     }
 }

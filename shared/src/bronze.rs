@@ -145,29 +145,30 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     schema_version: Option<u32>,
     payload_encoding: &'static str,
+    /// A decoded value; raw JSON payloads are appended after serialisation instead.
     #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<PayloadField<'a>>,
+    payload: Option<&'a serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload_base64: Option<String>,
 }
 
-/// The `payload` field: the original JSON text, or a value decoded with a schema.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum PayloadField<'a> {
-    Raw(&'a RawValue),
-    Value(&'a serde_json::Value),
-}
-
 /// How a payload will be written.
 enum Payload<'a> {
-    Json(std::borrow::Cow<'a, RawValue>),
+    /// The producer's bytes, a valid JSON text (surrounding whitespace included), written
+    /// inline as they are; raw CR and LF become spaces (see [`write_raw_json`]).
+    Json(&'a [u8]),
+    /// A value decoded with the stream's schema.
     Decoded(&'a crate::decode::Decoded),
+    /// Any other bytes, base64-encoded.
     Base64,
+    /// No payload (a tombstone).
     Null,
 }
 
-/// Decides how a payload is written, or why it cannot be.
+/// Decides how a payload is written, or why it cannot be. Pure and panic-free for any
+/// bytes: JSON validity is checked by `serde_json`'s raw-value scanner, which has no
+/// recursion limit and does not convert numbers, so every valid JSON text (deep nesting,
+/// numbers beyond f64, duplicate keys) is accepted and kept as it is.
 fn classify_payload<'a, C: Cursor>(
     id: &PartitionId,
     record: &'a Record<C>,
@@ -187,17 +188,7 @@ fn classify_payload<'a, C: Cursor>(
         return Ok(Payload::Base64);
     }
     match serde_json::from_slice::<&RawValue>(bytes) {
-        Ok(raw) => {
-            // JSON Lines needs one line per record: re-serialise only pretty-printed payloads.
-            if raw.get().bytes().any(|b| b == b'\n' || b == b'\r') {
-                let value: serde_json::Value =
-                    serde_json::from_str(raw.get()).expect("already validated as JSON");
-                let compact = RawValue::from_string(value.to_string()).expect("serialised JSON");
-                Ok(Payload::Json(std::borrow::Cow::Owned(compact)))
-            } else {
-                Ok(Payload::Json(std::borrow::Cow::Borrowed(raw)))
-            }
-        }
+        Ok(_) => Ok(Payload::Json(bytes)),
         Err(_) if format == PayloadFormat::Auto => Ok(Payload::Base64),
         Err(e) => Err(BronzeError::PayloadNotJson {
             partition: id.to_string(),
@@ -205,6 +196,17 @@ fn classify_payload<'a, C: Cursor>(
             detail: e.to_string(),
         }),
     }
+}
+
+/// Appends a valid JSON text to a line byte for byte, except that raw CR and LF become
+/// spaces so the record stays on one line. This is lossless: in valid JSON a raw CR or LF
+/// can only be whitespace between tokens (inside strings they must be escaped), so no
+/// value changes.
+fn write_raw_json(out: &mut Vec<u8>, json: &[u8]) {
+    out.extend(json.iter().map(|&b| match b {
+        b'\n' | b'\r' => b' ',
+        other => other,
+    }));
 }
 
 /// Checks whether a record can be landed under `settings`, without encoding it.
@@ -326,8 +328,8 @@ impl<'a> BronzeWriter<'a> {
             })
             .collect();
         let (payload_encoding, payload_json, payload_base64) = match &payload {
-            Payload::Json(raw) => ("json", Some(PayloadField::Raw(raw.as_ref())), None),
-            Payload::Decoded(d) => (d.encoding, Some(PayloadField::Value(&d.value)), None),
+            Payload::Json(_) => ("json", None, None),
+            Payload::Decoded(d) => (d.encoding, Some(&d.value), None),
             Payload::Base64 => (
                 "base64",
                 None,
@@ -360,7 +362,15 @@ impl<'a> BronzeWriter<'a> {
             payload_base64,
         };
         self.line.clear();
-        serde_json::to_writer(&mut self.line, &line).expect("serialising to a Vec cannot fail");
+        serde_json::to_writer(&mut self.line, &line)
+            .expect("a Line has only string keys, so serialising it to a Vec cannot fail");
+        if let Payload::Json(json) = payload {
+            // `payload` is the last field written: reopen the object and append it as is.
+            self.line.pop();
+            self.line.extend_from_slice(b",\"payload\":");
+            write_raw_json(&mut self.line, json);
+            self.line.push(b'}');
+        }
         self.line.push(b'\n');
         self.encoder
             .write_all(&self.line)
@@ -388,19 +398,44 @@ impl<'a> BronzeWriter<'a> {
     }
 }
 
-/// Decompresses and parses a Bronze object, for readers, audits and tests.
-pub fn read_lines(body: &[u8]) -> Result<Vec<serde_json::Value>, std::io::Error> {
+/// Decompresses a Bronze object into its lines (without the newlines), for byte-level
+/// readers and tests.
+pub fn read_raw_lines(body: &[u8]) -> Result<Vec<String>, std::io::Error> {
     use std::io::BufRead;
     let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(body));
     let mut out = Vec::new();
     for line in reader.lines() {
         let line = line?;
-        if line.is_empty() {
-            continue;
+        if !line.is_empty() {
+            out.push(line);
         }
-        out.push(serde_json::from_str(&line).map_err(std::io::Error::other)?);
     }
     Ok(out)
+}
+
+/// Decompresses and parses a Bronze object, for readers, audits and tests. Each field is
+/// parsed on its own, so a payload nested deeper than `serde_json`'s recursion limit (128)
+/// does not make the line unreadable: that field is returned as a string holding its JSON
+/// text.
+pub fn read_lines(body: &[u8]) -> Result<Vec<serde_json::Value>, std::io::Error> {
+    read_raw_lines(body)?
+        .iter()
+        .map(|line| parse_line(line).map_err(std::io::Error::other))
+        .collect()
+}
+
+fn parse_line(line: &str) -> Result<serde_json::Value, serde_json::Error> {
+    let fields: Vec<(String, Box<RawValue>)> =
+        serde_json::from_str::<std::collections::BTreeMap<String, Box<RawValue>>>(line)?
+            .into_iter()
+            .collect();
+    let mut out = serde_json::Map::new();
+    for (name, raw) in fields {
+        let value = serde_json::from_str(raw.get())
+            .unwrap_or_else(|_| serde_json::Value::String(raw.get().to_owned()));
+        out.insert(name, value);
+    }
+    Ok(serde_json::Value::Object(out))
 }
 
 #[cfg(test)]
@@ -558,5 +593,168 @@ mod tests {
             h.unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    /// The text of a line's inline `payload`, exactly as written.
+    fn inline_payload(line: &str) -> &str {
+        let at = line
+            .find(",\"payload\":")
+            .expect("line has an inline payload")
+            + 11;
+        &line[at..line.len() - 1]
+    }
+
+    fn record(payload: Option<Vec<u8>>) -> Record<KafkaOffset> {
+        Record {
+            cursor: KafkaOffset(1),
+            key: None,
+            headers: vec![],
+            timestamp_ms: None,
+            payload,
+            defect: None,
+            schema_id: None,
+        }
+    }
+
+    /// The JSON texts the first acceptance run found changed or panicking, and their kin.
+    fn json_edge_cases() -> Vec<Vec<u8>> {
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let mut cases: Vec<Vec<u8>> = [
+            "{\n \"big\": 1e400 \n}",
+            "123456789012345678901234567890",
+            "1.0000000000000000001",
+            "{\"a\":1,\"a\":2}",
+            "{\r\n\t\"a\" : -0.0e-0 ,\n\"b\":[1E-400,\n18446744073709551616]}",
+            "-0",
+            "\"\\ud800\"",
+            "\"caf\u{e9} \\n \u{1F600}\"",
+            "  {\"padded\":true}\r\n",
+            "null",
+            "[]",
+            "{\"x\":1,\"payload\":2}",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        cases.push(deep(200).into_bytes());
+        cases.push(format!("{{\n\"deep\":{}\n}}", deep(5000)).into_bytes());
+        cases
+    }
+
+    #[test]
+    fn valid_json_lands_byte_for_byte_and_never_panics() {
+        let id = PartitionId::new(Source::Kafka, "t", "0");
+        for format in [PayloadFormat::Auto, PayloadFormat::Json] {
+            let s = settings(format);
+            for case in json_edge_cases() {
+                let mut w = BronzeWriter::new(&id, &s, "r", 0);
+                w.push(&record(Some(case.clone()))).unwrap();
+                let lines = read_raw_lines(&w.finish()).unwrap();
+                assert_eq!(lines.len(), 1, "one line per record");
+                let expected: Vec<u8> = case
+                    .iter()
+                    .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+                    .collect();
+                assert_eq!(
+                    inline_payload(&lines[0]).as_bytes(),
+                    &expected[..],
+                    "{format:?}: {}",
+                    String::from_utf8_lossy(&case)
+                );
+                let parsed = read_lines(&w_body(&id, &s, &case)).unwrap();
+                assert_eq!(parsed[0]["payload_encoding"], "json");
+            }
+        }
+    }
+
+    fn w_body(id: &PartitionId, s: &StreamSettings, payload: &[u8]) -> Vec<u8> {
+        let mut w = BronzeWriter::new(id, s, "r", 0);
+        w.push(&record(Some(payload.to_vec()))).unwrap();
+        w.finish()
+    }
+
+    #[test]
+    fn numbers_and_duplicate_keys_are_not_normalised() {
+        let id = PartitionId::new(Source::Kafka, "t", "0");
+        let s = settings(PayloadFormat::Auto);
+        let body = w_body(
+            &id,
+            &s,
+            b"{\"n\":123456789012345678901234567890,\n\"f\":1.0000000000000000001,\"n\":1}",
+        );
+        let line = &read_raw_lines(&body).unwrap()[0];
+        assert!(line.ends_with(
+            "\"payload\":{\"n\":123456789012345678901234567890, \"f\":1.0000000000000000001,\"n\":1}}"
+        ), "{line}");
+    }
+
+    #[test]
+    fn non_json_is_base64_in_auto_and_poison_in_json() {
+        let id = PartitionId::new(Source::Kafka, "t", "0");
+        for payload in [
+            &b"\xEF\xBB\xBF{\"bom\":1}"[..],
+            b"{\"a\":NaN}",
+            b"Infinity",
+            b"{\"s\":\"\xff\"}",
+            b"\"raw\nnewline in a string\"",
+            b"{\"a\":1} {\"b\":2}",
+            b"",
+        ] {
+            let body = w_body(&id, &settings(PayloadFormat::Auto), payload);
+            let line = &read_lines(&body).unwrap()[0];
+            assert_eq!(line["payload_encoding"], "base64");
+            assert_eq!(
+                B64.decode(line["payload_base64"].as_str().unwrap())
+                    .unwrap(),
+                payload
+            );
+            let s = settings(PayloadFormat::Json);
+            let mut w = BronzeWriter::new(&id, &s, "r", 0);
+            let err = w.push(&record(Some(payload.to_vec()))).unwrap_err();
+            assert!(matches!(err, BronzeError::PayloadNotJson { .. }), "{err}");
+            assert!(!err.to_string().contains("newline in a string"), "{err}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes under any format: no panic; landed byte for byte (inline JSON or
+        /// base64), or refused with a reason naming the cursor.
+        #[test]
+        fn any_payload_lands_exactly_or_is_refused(
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            case in 0usize..14,
+            use_case in proptest::bool::ANY,
+        ) {
+            let payload = if use_case { json_edge_cases()[case].clone() } else { payload };
+            let id = PartitionId::new(Source::Kafka, "t", "0");
+            for format in [PayloadFormat::Auto, PayloadFormat::Json, PayloadFormat::Bytes] {
+                let s = settings(format);
+                let mut w = BronzeWriter::new(&id, &s, "r", 0);
+                match w.push(&record(Some(payload.clone()))) {
+                    Ok(()) => {
+                        let raw = read_raw_lines(&w.finish()).unwrap();
+                        let line = read_lines(&w_body(&id, &s, &payload)).unwrap().remove(0);
+                        match line["payload_encoding"].as_str().unwrap() {
+                            "base64" => proptest::prop_assert_eq!(
+                                B64.decode(line["payload_base64"].as_str().unwrap()).unwrap(),
+                                payload.clone()
+                            ),
+                            "json" => {
+                                let expected: Vec<u8> = payload
+                                    .iter()
+                                    .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+                                    .collect();
+                                proptest::prop_assert_eq!(inline_payload(&raw[0]).as_bytes(), &expected[..]);
+                            }
+                            other => proptest::prop_assert!(false, "encoding {}", other),
+                        }
+                    }
+                    Err(e) => {
+                        proptest::prop_assert_eq!(format, PayloadFormat::Json);
+                        proptest::prop_assert!(e.to_string().contains("cursor 1"));
+                    }
+                }
+            }
+        }
     }
 }

@@ -63,7 +63,11 @@ pub enum PayloadFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyStrategy {
-    /// UTF-8 text when the key is valid UTF-8, base64 otherwise.
+    /// UTF-8 text when the key is valid UTF-8, base64 otherwise. The manifest's
+    /// `source_declared_or_config` means the same: the key the source declares (Kafka record
+    /// key, Kinesis partition key, Pulsar key), unless a stream's own `key_strategy` says
+    /// otherwise.
+    #[serde(alias = "source_declared_or_config")]
     Raw,
     /// Always base64.
     Base64,
@@ -78,7 +82,9 @@ pub enum KeyStrategy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CursorStrategy {
-    /// The checkpoint is the cursor of the last landed record.
+    /// The checkpoint is the cursor of the last landed record of each partition. The
+    /// manifest's `partition_offset` names the same per-partition cursor.
+    #[serde(alias = "partition_offset")]
     LastLanded,
 }
 
@@ -91,8 +97,12 @@ pub struct StreamSettings {
     pub payload_format: PayloadFormat,
     /// Key representation.
     pub key_strategy: KeyStrategy,
-    /// Kinesis ParallelizationFactor of the mapping (1 unless set). Above 1, batches of one
-    /// shard interleave and the engine switches to its per-batch commit mode.
+    /// The ParallelizationFactor landing uses. Above 1, batches of one shard interleave and
+    /// the engine switches to its per-batch commit mode. From the connector file this is the
+    /// stated value, else 1; the Kinesis function replaces it with the factor of its event
+    /// source mapping ([`crate::mappings`]), and the runner forces interleaved mode for Pulsar
+    /// Key_Shared. [`ConnectorConfig::declared_parallelization_factor`] tells whether the file
+    /// stated it.
     pub parallelization_factor: u32,
     /// The schema payloads must match, if the stream declares one.
     pub schema: Option<StreamSchema>,
@@ -158,14 +168,33 @@ pub struct ConfluentRegistryConfig {
     pub url: String,
 }
 
+/// Runners a manifest may list in `runtime.supported_runners`.
+pub const KNOWN_RUNNERS: &[&str] = &["lambda", "fargate", "ec2"];
+/// Network patterns a manifest may list in `runtime.network_patterns`.
+pub const KNOWN_NETWORK_PATTERNS: &[&str] = &[
+    "private_link",
+    "vpc_endpoint",
+    "vpc_peering",
+    "transit_gateway",
+    "nat_gateway",
+    "public",
+];
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawManifest {
-    manifest_version: String,
+    /// `1.0` as a YAML number or `"1.0"` as a string.
+    manifest_version: serde_yaml::Value,
     id: String,
+    /// A display name; informational.
+    #[serde(default)]
+    name: Option<String>,
     taxonomy: HashMap<String, serde_yaml::Value>,
-    runtime: HashMap<String, serde_yaml::Value>,
-    defaults: RawDefaults,
+    runtime: RawRuntime,
+    /// Stream defaults at the top level (older files); `streams.defaults` is the
+    /// specified place.
+    #[serde(default)]
+    defaults: Option<RawDefaults>,
     streams: RawStreams,
     #[serde(default)]
     registries: Registries,
@@ -176,12 +205,43 @@ struct RawManifest {
 }
 
 #[derive(Debug, Deserialize)]
+struct RawRuntime {
+    #[serde(default)]
+    supported_runners: Option<Vec<String>>,
+    #[serde(default)]
+    network_patterns: Option<Vec<String>>,
+    /// Other descriptive keys (`kind`, `language`, ...) are kept as written.
+    #[serde(flatten)]
+    other: HashMap<String, serde_yaml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDefaults {
+    #[serde(default = "default_key_strategy")]
     key_strategy: KeyStrategy,
+    #[serde(default = "default_cursor_strategy")]
     cursor_strategy: CursorStrategy,
     #[serde(default = "default_payload_format")]
     payload_format: PayloadFormat,
+}
+
+impl Default for RawDefaults {
+    fn default() -> Self {
+        Self {
+            key_strategy: default_key_strategy(),
+            cursor_strategy: default_cursor_strategy(),
+            payload_format: default_payload_format(),
+        }
+    }
+}
+
+fn default_key_strategy() -> KeyStrategy {
+    KeyStrategy::Raw
+}
+
+fn default_cursor_strategy() -> CursorStrategy {
+    CursorStrategy::LastLanded
 }
 
 fn default_payload_format() -> PayloadFormat {
@@ -192,6 +252,8 @@ fn default_payload_format() -> PayloadFormat {
 #[serde(deny_unknown_fields)]
 struct RawStreams {
     strategy: String,
+    #[serde(default)]
+    defaults: Option<RawDefaults>,
     #[serde(default = "yes")]
     allow_unlisted: bool,
     #[serde(default)]
@@ -235,11 +297,16 @@ impl From<RawSource> for Source {
 /// The parsed connector file: manifest header plus per-stream settings.
 #[derive(Debug, Clone)]
 pub struct ConnectorConfig {
+    name: Option<String>,
+    supported_runners: Vec<String>,
+    network_patterns: Vec<String>,
     cursor_strategy: CursorStrategy,
     registries: Registries,
     defaults: StreamSettings,
     allow_unlisted: bool,
     streams: HashMap<(Source, String), StreamSettings>,
+    /// The factors the file states explicitly (absent: not stated, 1 by default).
+    declared_factors: HashMap<(Source, String), u32>,
     runner: Option<serde_yaml::Value>,
 }
 
@@ -248,6 +315,9 @@ impl Default for ConnectorConfig {
     /// payloads and raw keys.
     fn default() -> Self {
         Self {
+            name: None,
+            supported_runners: Vec::new(),
+            network_patterns: Vec::new(),
             cursor_strategy: CursorStrategy::LastLanded,
             registries: Registries::default(),
             defaults: StreamSettings {
@@ -259,6 +329,7 @@ impl Default for ConnectorConfig {
             },
             allow_unlisted: true,
             streams: HashMap::new(),
+            declared_factors: HashMap::new(),
             runner: None,
         }
     }
@@ -283,12 +354,19 @@ impl ConnectorConfig {
             field: field.to_owned(),
             reason,
         };
-        if raw.manifest_version != MANIFEST_VERSION {
+        let version_ok = match &raw.manifest_version {
+            serde_yaml::Value::String(v) => v == MANIFEST_VERSION || v == "1",
+            serde_yaml::Value::Number(n) => n.as_f64() == Some(1.0),
+            _ => false,
+        };
+        if !version_ok {
             return Err(invalid(
                 "manifest_version",
                 format!(
-                    "expected \"{MANIFEST_VERSION}\", found {:?}",
-                    raw.manifest_version
+                    "expected {MANIFEST_VERSION}, found {}",
+                    serde_yaml::to_string(&raw.manifest_version)
+                        .unwrap_or_default()
+                        .trim()
                 ),
             ));
         }
@@ -301,9 +379,42 @@ impl ConnectorConfig {
         if raw.taxonomy.is_empty() {
             return Err(invalid("taxonomy", "must not be empty".into()));
         }
-        if raw.runtime.is_empty() {
+        let runtime_list = |field: &str, values: Option<Vec<String>>, known: &[&str]| {
+            let values = values.unwrap_or_default();
+            match values.iter().find(|v| !known.contains(&v.as_str())) {
+                Some(bad) => Err(invalid(
+                    &format!("runtime.{field}"),
+                    format!("unknown value {bad:?}; expected any of {known:?}"),
+                )),
+                None => Ok(values),
+            }
+        };
+        if raw.runtime.supported_runners.is_none()
+            && raw.runtime.network_patterns.is_none()
+            && raw.runtime.other.is_empty()
+        {
             return Err(invalid("runtime", "must not be empty".into()));
         }
+        let supported_runners = runtime_list(
+            "supported_runners",
+            raw.runtime.supported_runners,
+            KNOWN_RUNNERS,
+        )?;
+        let network_patterns = runtime_list(
+            "network_patterns",
+            raw.runtime.network_patterns,
+            KNOWN_NETWORK_PATTERNS,
+        )?;
+        let raw_defaults = match (raw.defaults, raw.streams.defaults) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "defaults",
+                    "stream defaults are given twice, at the top level and in streams.defaults: keep only streams.defaults".into(),
+                ));
+            }
+            (Some(d), None) | (None, Some(d)) => d,
+            (None, None) => RawDefaults::default(),
+        };
         if raw.streams.strategy != "config_defined" {
             return Err(invalid(
                 "streams.strategy",
@@ -315,12 +426,13 @@ impl ConnectorConfig {
         }
         let defaults = StreamSettings {
             group: None,
-            payload_format: raw.defaults.payload_format,
-            key_strategy: raw.defaults.key_strategy,
+            payload_format: raw_defaults.payload_format,
+            key_strategy: raw_defaults.key_strategy,
             parallelization_factor: 1,
             schema: None,
         };
         let mut streams = HashMap::new();
+        let mut declared_factors = HashMap::new();
         for (i, s) in raw.streams.items.into_iter().enumerate() {
             if s.name.trim().is_empty() {
                 return Err(invalid(
@@ -370,6 +482,9 @@ impl ConnectorConfig {
                     ));
                 }
             }
+            if let Some(declared) = s.parallelization_factor {
+                declared_factors.insert((s.source.into(), s.name.clone()), declared);
+            }
             if streams
                 .insert((s.source.into(), s.name.clone()), settings)
                 .is_some()
@@ -381,11 +496,15 @@ impl ConnectorConfig {
             }
         }
         Ok(Self {
-            cursor_strategy: raw.defaults.cursor_strategy,
+            name: raw.name,
+            supported_runners,
+            network_patterns,
+            cursor_strategy: raw_defaults.cursor_strategy,
             registries: raw.registries,
             defaults,
             allow_unlisted: raw.streams.allow_unlisted,
             streams,
+            declared_factors,
             runner: raw.runner,
         })
     }
@@ -411,6 +530,21 @@ impl ConnectorConfig {
             .map(|((source, name), s)| (*source, name.as_str(), s))
     }
 
+    /// The manifest's display name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// `runtime.supported_runners` (validated against [`KNOWN_RUNNERS`]).
+    pub fn supported_runners(&self) -> &[String] {
+        &self.supported_runners
+    }
+
+    /// `runtime.network_patterns` (validated against [`KNOWN_NETWORK_PATTERNS`]).
+    pub fn network_patterns(&self) -> &[String] {
+        &self.network_patterns
+    }
+
     /// The file's `runner:` section as written, for the runner to parse and validate.
     pub fn runner_section(&self) -> Option<&serde_yaml::Value> {
         self.runner.as_ref()
@@ -419,6 +553,16 @@ impl ConnectorConfig {
     /// What stored checkpoints mean.
     pub fn cursor_strategy(&self) -> CursorStrategy {
         self.cursor_strategy
+    }
+
+    /// The parallelization factor the file states for a stream, `None` when it states none
+    /// (the stream is unlisted, or listed without `parallelization_factor`). A stated factor
+    /// is only a copy of the mapping's: the Kinesis function checks it against the mapping
+    /// and refuses to land when they differ ([`crate::mappings::effective_mode`]).
+    pub fn declared_parallelization_factor(&self, source: Source, stream: &str) -> Option<u32> {
+        self.declared_factors
+            .get(&(source, stream.to_owned()))
+            .copied()
     }
 
     /// Settings for a stream, or `None` when the stream is not listed and unlisted streams
@@ -551,6 +695,28 @@ streams:
         let clicks = c.stream(Source::Kinesis, "clicks").unwrap();
         assert_eq!(clicks.key_strategy, KeyStrategy::Sha256);
         assert_eq!(clicks.parallelization_factor, 2);
+        // Stated, not stated, and unlisted.
+        assert_eq!(
+            c.declared_parallelization_factor(Source::Kinesis, "clicks"),
+            Some(2)
+        );
+        assert_eq!(
+            c.declared_parallelization_factor(Source::Kafka, "orders"),
+            None
+        );
+        assert_eq!(
+            c.declared_parallelization_factor(Source::Kinesis, "other"),
+            None
+        );
+        let one = ConnectorConfig::from_yaml(
+            &GOOD.replace("parallelization_factor: 2", "parallelization_factor: 1"),
+        )
+        .unwrap();
+        assert_eq!(
+            one.declared_parallelization_factor(Source::Kinesis, "clicks"),
+            Some(1),
+            "an explicit 1 is stated, not defaulted"
+        );
         // Unlisted streams get the defaults.
         assert_eq!(
             c.stream(Source::Kafka, "other").unwrap().payload_format,
@@ -659,5 +825,83 @@ streams:
         ]))
         .unwrap_err();
         assert!(err.to_string().starts_with("KAFKA_PARTIAL_BATCH_RESPONSE"));
+    }
+
+    /// The manifest exactly as the specification gives it, with `streams.items` added.
+    const SPECIFIED: &str = r#"
+manifest_version: 1.0
+id: conn::global::streaming::kafka_kinesis::consume
+name: Global Streaming Connector
+taxonomy:
+  origin: enterprise
+  source: streaming
+  provider: generic
+  product: streams
+  method: consume
+runtime:
+  supported_runners: [fargate, ec2]
+  network_patterns: [private_link, vpc_endpoint]
+streams:
+  strategy: config_defined
+  defaults:
+    key_strategy: source_declared_or_config
+    cursor_strategy: partition_offset
+  items:
+    - { name: orders, source: kafka, key_strategy: sha256 }
+    - { name: clicks, source: kinesis }
+"#;
+
+    #[test]
+    fn the_specified_manifest_is_accepted_and_means_what_it_says() {
+        let c = ConnectorConfig::from_yaml(SPECIFIED).unwrap();
+        assert_eq!(c.name(), Some("Global Streaming Connector"));
+        assert_eq!(c.supported_runners(), ["fargate", "ec2"]);
+        assert_eq!(c.network_patterns(), ["private_link", "vpc_endpoint"]);
+        assert_eq!(c.cursor_strategy(), CursorStrategy::LastLanded);
+        // source_declared_or_config: the source's key, unless the stream says otherwise.
+        let clicks = c.stream(Source::Kinesis, "clicks").unwrap();
+        assert_eq!(clicks.key_strategy, KeyStrategy::Raw);
+        let orders = c.stream(Source::Kafka, "orders").unwrap();
+        assert_eq!(orders.key_strategy, KeyStrategy::Sha256);
+        assert_eq!(
+            c.stream(Source::Kafka, "unlisted").unwrap().key_strategy,
+            KeyStrategy::Raw
+        );
+        // A quoted version is the same version.
+        assert!(
+            ConnectorConfig::from_yaml(
+                &SPECIFIED.replace("manifest_version: 1.0", "manifest_version: \"1.0\"")
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn manifest_errors_name_the_field() {
+        for (text, field) in [
+            (
+                SPECIFIED.replace("manifest_version: 1.0", "manifest_version: 2.0"),
+                "manifest_version",
+            ),
+            (
+                SPECIFIED.replace("[fargate, ec2]", "[fargate, mainframe]"),
+                "runtime.supported_runners",
+            ),
+            (
+                SPECIFIED.replace("[private_link, vpc_endpoint]", "[carrier_pigeon]"),
+                "runtime.network_patterns",
+            ),
+            (
+                SPECIFIED.replace("partition_offset", "wall_clock"),
+                "streams.defaults.cursor_strategy",
+            ),
+            (
+                format!("{SPECIFIED}defaults: {{key_strategy: raw}}\n"),
+                "defaults",
+            ),
+        ] {
+            let err = ConnectorConfig::from_yaml(&text).unwrap_err().to_string();
+            assert!(err.starts_with(field), "{field}: {err}");
+        }
     }
 }

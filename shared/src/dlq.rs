@@ -10,6 +10,23 @@ use serde::{Deserialize, Serialize};
 /// of the inline payload (leaving room for attributes).
 pub const MAX_INLINE_LETTER_BYTES: usize = 240 * 1024;
 
+/// The longest `reason` a letter carries, in bytes: reasons come from parsers and
+/// registries and are bounded so that a letter stays small and predictable.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// Cuts `reason` to [`MAX_REASON_BYTES`] at a character boundary, saying that it did.
+pub fn bound_reason(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES - 16;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push_str(" …(truncated)");
+    }
+    reason
+}
+
 /// Why a dead letter could not be built or sent.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
@@ -59,6 +76,11 @@ pub struct DeadLetter {
     pub payload_bytes: usize,
     /// Kafka headers or similar, base64 values.
     pub headers: Vec<(String, Option<String>)>,
+    /// `s3://bucket/key` of a JSON object `{"key_base64", "headers"}`, when even without
+    /// its payload the letter is too large for the queue (very large keys or headers);
+    /// `key_base64` and `headers` are then empty here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope_s3: Option<String>,
 }
 
 impl DeadLetter {
@@ -81,7 +103,7 @@ impl DeadLetter {
             partition: id.partition.clone(),
             cursor: record.cursor.to_string(),
             key_base64: record.key.as_deref().map(|k| B64.encode(k)),
-            reason,
+            reason: bound_reason(reason),
             attempts: 1,
             run_id: run_id.to_owned(),
             failed_at: chrono::DateTime::from_timestamp_millis(now_ms)
@@ -96,6 +118,7 @@ impl DeadLetter {
                 .iter()
                 .map(|h| (h.key.clone(), h.value.as_deref().map(|v| B64.encode(v))))
                 .collect(),
+            envelope_s3: None,
         }
     }
 
@@ -119,10 +142,65 @@ impl DeadLetter {
         self.payload_s3 = Some(url);
     }
 
+    /// The key and headers as a JSON object, for the S3 copy when they are too large.
+    pub fn envelope_json(&self) -> String {
+        serde_json::json!({"key_base64": self.key_base64, "headers": self.headers}).to_string()
+    }
+
+    /// Replaces the inline key and headers with a pointer to their S3 copy.
+    pub fn point_envelope_to(&mut self, url: String) {
+        self.key_base64 = None;
+        self.headers.clear();
+        self.envelope_s3 = Some(url);
+    }
+
     /// Decodes the inline payload (for replay tools and tests).
     pub fn payload(&self) -> Option<Vec<u8>> {
         self.payload_base64
             .as_deref()
             .and_then(|p| B64.decode(p).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cursor::KafkaOffset;
+    use crate::record::{Header, Source};
+
+    #[test]
+    fn reasons_are_bounded_at_a_char_boundary() {
+        assert_eq!(bound_reason("short".into()), "short");
+        let long = "é".repeat(MAX_REASON_BYTES);
+        let bounded = bound_reason(long);
+        assert!(bounded.len() <= MAX_REASON_BYTES, "{}", bounded.len());
+        assert!(bounded.ends_with("(truncated)"));
+    }
+
+    #[test]
+    fn huge_headers_move_out_so_the_letter_fits() {
+        let id = PartitionId::new(Source::Kafka, "t", "0");
+        let record = Record {
+            cursor: KafkaOffset(3),
+            key: Some(vec![b'k'; 100 * 1024]),
+            headers: vec![Header {
+                key: "h".into(),
+                value: Some(vec![1; 300 * 1024]),
+            }],
+            timestamp_ms: None,
+            payload: Some(vec![2; 10]),
+            defect: None,
+            schema_id: None,
+        };
+        let mut letter = DeadLetter::new(&id, &record, "x".repeat(5000), "r", 0);
+        assert!(letter.reason.len() <= MAX_REASON_BYTES);
+        letter.point_to("s3://b/p.bin".into());
+        assert!(DeadLetter::too_large(&letter.to_json().unwrap()));
+        let envelope = letter.envelope_json();
+        letter.point_envelope_to("s3://b/p.bin.envelope.json".into());
+        let body = letter.to_json().unwrap();
+        assert!(!DeadLetter::too_large(&body), "{}", body.len());
+        let back: serde_json::Value = serde_json::from_str(&envelope).unwrap();
+        assert_eq!(back["headers"][0][0], "h");
     }
 }

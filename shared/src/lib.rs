@@ -19,8 +19,11 @@
 //! - [`engine`]: the landing and commit protocol for one partition.
 //! - [`registry`]: schema registries (AWS Glue, Confluent-compatible REST) behind one trait.
 //! - [`schema`]: schema formats (Avro, JSON Schema) and compatibility checks.
+//! - [`mappings`]: a Kinesis function's event source mappings, where it learns each stream's
+//!   ParallelizationFactor (and so ordered or interleaved landing).
 //! - [`sources`]: Lambda event adapters for Kinesis and Kafka (MSK and self-managed).
 //! - [`commands`]: `schema check` / `schema register` for a connector file.
+//! - [`reset`]: start a partition over after its source's cursors restarted (`reset`).
 //! - [`telemetry`]: one struct per event, JSON logs and CloudWatch EMF metrics.
 
 pub mod aws;
@@ -31,10 +34,12 @@ pub mod cursor;
 pub mod decode;
 pub mod dlq;
 pub mod engine;
+pub mod mappings;
 pub mod memory;
 pub mod ports;
 pub mod record;
 pub mod registry;
+pub mod reset;
 pub mod schema;
 pub mod sources;
 pub mod telemetry;

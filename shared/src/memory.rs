@@ -224,11 +224,18 @@ impl StateStore for MemoryStateStore {
             let mut partitions = self.partitions.lock().expect("state lock");
             let state = partitions.entry(partition.state_key()).or_default();
             let found = state.checkpoint.as_ref().map(|c| c.cursor.clone());
-            if found.as_deref() != expected || state.log.contains_key(&entry.first) {
+            if found.as_deref() != expected {
                 return Err(PortError::CheckpointMoved {
                     partition: partition.to_string(),
                     expected: expected.map(str::to_owned),
                     found,
+                });
+            }
+            if state.log.contains_key(&entry.first) {
+                return Err(PortError::LogEntryExists {
+                    partition: partition.to_string(),
+                    first: entry.first.clone(),
+                    checkpoint: found,
                 });
             }
             state.log.insert(entry.first.clone(), entry.clone());
@@ -292,6 +299,19 @@ impl StateStore for MemoryStateStore {
             .collect();
         ids.sort();
         Ok(ids)
+    }
+
+    async fn forget_partition(&self, partition: &PartitionId) -> Result<u64, PortError> {
+        self.faults.run("dynamodb:DeleteItem", || {
+            let removed = self
+                .partitions
+                .lock()
+                .expect("state lock")
+                .remove(&partition.state_key());
+            Ok(removed.map_or(0, |p| {
+                p.log.len() as u64 + u64::from(p.checkpoint.is_some())
+            }))
+        })
     }
 }
 

@@ -21,6 +21,23 @@ pub enum PortError {
         /// What is stored now.
         found: Option<String>,
     },
+    /// Control flow: the checkpoint is where this writer read it, but the commit log already
+    /// holds an entry starting at this batch's first cursor. Only interleaved mode writes
+    /// log entries without moving the checkpoint, so the partition was landed in interleaved
+    /// mode before (a parallelization factor above 1, or a Pulsar Key_Shared subscription).
+    /// Permanent: the checkpoint cannot tell which records of the batch those entries hold
+    /// (a lane holds only some partition keys), so neither skipping nor re-landing is safe.
+    #[error(
+        "{partition}: the commit log already has an entry starting at {first} while the checkpoint is still at {checkpoint:?}: this partition was landed in interleaved mode (parallelization factor above 1, or Pulsar Key_Shared) and cannot switch to ordered mode in place; set the factor (or subscription type) back so it lands in interleaved mode again"
+    )]
+    LogEntryExists {
+        /// The partition.
+        partition: String,
+        /// The batch's first cursor (sortable).
+        first: String,
+        /// The checkpoint this writer read.
+        checkpoint: Option<String>,
+    },
     /// Throttling, a 5xx, a timeout or a connection failure that outlasted the SDK's retries.
     #[error("{operation} {target}: transient failure: {message}")]
     Transient {
@@ -109,7 +126,22 @@ pub struct CommitEntry {
     pub run_id: String,
     /// Wall-clock commit time, ms since the epoch (metadata only; never part of a key).
     pub committed_at_ms: i64,
+    /// Fingerprint of the record at `last` ([`crate::record::fingerprint`]), so that a source
+    /// whose cursors restart (a recreated topic) is recognised when it delivers another
+    /// record at that cursor. `None` in entries written before it existed.
+    #[serde(default)]
+    pub last_fingerprint: Option<String>,
+    /// The display cursors of the records this commit dead-lettered, when there are at most
+    /// [`MAX_LISTED_DEAD_LETTERS`]; `None` when there were more, or in older entries.
+    /// Interleaved mode uses it to tell a committed batch's poison from another lane's
+    /// records.
+    #[serde(default)]
+    pub dead_cursors: Option<Vec<String>>,
 }
+
+/// The most dead-lettered cursors a commit entry lists (keeps the item far below
+/// DynamoDB's 400 KB).
+pub const MAX_LISTED_DEAD_LETTERS: usize = 256;
 
 /// The state registry: checkpoints and the commit log, per partition.
 #[async_trait]
@@ -143,6 +175,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn commit_log(&self, partition: &PartitionId) -> Result<Vec<CommitEntry>, PortError>;
     /// Every partition that has a checkpoint, for audits (`status`, `verify`).
     async fn partitions(&self) -> Result<Vec<PartitionId>, PortError>;
+    /// Deletes a partition's checkpoint and commit log (the operator's `reset`, after its
+    /// objects are archived); returns how many items were deleted.
+    async fn forget_partition(&self, partition: &PartitionId) -> Result<u64, PortError>;
 }
 
 /// The dead-letter queue.

@@ -32,6 +32,33 @@ impl fmt::Display for Source {
     }
 }
 
+/// A short fingerprint of a record's identity (its key and payload): the first 16 bytes of
+/// SHA-256 over the length-prefixed key and the payload, in hex. Stored with each commit for
+/// its last record, so a different record delivered at a landed cursor is recognised.
+pub fn fingerprint<C>(record: &Record<C>) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    match &record.key {
+        Some(k) => {
+            h.update([1u8]);
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k);
+        }
+        None => h.update([0u8]),
+    }
+    match &record.payload {
+        Some(p) => {
+            h.update([1u8]);
+            h.update(p);
+        }
+        None => h.update([0u8]),
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The unit of ordering and of checkpointing: one partition (Kafka) or shard (Kinesis)
 /// of one stream.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

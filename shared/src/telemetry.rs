@@ -25,6 +25,8 @@ pub struct StreamMetrics {
     pub dead_letters: u64,
     /// Partitions that failed to land.
     pub errors: u64,
+    /// Deliveries refused because the source's cursors restarted below the checkpoint.
+    pub cursor_restarts: u64,
     /// Lag in ms: Kinesis iterator age, Kafka age of the newest record (max seen).
     pub lag_ms: Option<i64>,
 }
@@ -108,6 +110,7 @@ pub fn emf_document(
         serde_json::json!({"Name": "Skipped", "Unit": "Count"}),
         serde_json::json!({"Name": "DeadLetters", "Unit": "Count"}),
         serde_json::json!({"Name": "Errors", "Unit": "Count"}),
+        serde_json::json!({"Name": "CursorRestarts", "Unit": "Count"}),
         serde_json::json!({"Name": "Retries", "Unit": "Count"}),
     ];
     let mut doc = serde_json::json!({
@@ -118,6 +121,7 @@ pub fn emf_document(
         "Skipped": m.skipped,
         "DeadLetters": m.dead_letters,
         "Errors": m.errors,
+        "CursorRestarts": m.cursor_restarts,
         "Retries": retries,
     });
     if let Some(lag) = m.lag_ms {
@@ -289,6 +293,33 @@ impl LandingFailed<'_> {
             "landing failed; nothing from this cursor on is committed"
         );
         metrics.update(self.partition, |m| m.errors += 1);
+    }
+}
+
+/// A delivery holds a different record at a cursor that is already landed: the source's
+/// cursors restarted (a recreated topic, a mapping pointed at another cluster).
+#[derive(Debug)]
+pub struct CursorRestartDetected<'a> {
+    /// The partition.
+    pub partition: &'a PartitionId,
+    /// The stored checkpoint (display form).
+    pub checkpoint: &'a str,
+    /// What shows the restart.
+    pub evidence: &'a str,
+    /// The run id.
+    pub run_id: &'a str,
+}
+
+impl CursorRestartDetected<'_> {
+    /// Logs and counts the event.
+    pub fn emit(&self, metrics: &Metrics) {
+        tracing::error!(
+            source = %self.partition.source, stream = %self.partition.stream,
+            partition = %self.partition.partition, checkpoint = self.checkpoint,
+            evidence = self.evidence, run_id = self.run_id,
+            "source cursors restarted below the checkpoint: refusing to skip records as already landed"
+        );
+        metrics.update(self.partition, |m| m.cursor_restarts += 1);
     }
 }
 

@@ -50,7 +50,18 @@ pub enum WireError {
     /// Glue zlib body does not decompress.
     #[error("glue payload does not decompress: {0}")]
     Decompress(String),
+    /// Glue zlib body inflates past [`MAX_INFLATED_BYTES`] (a decompression bomb, or a
+    /// payload no consumer should hold in memory).
+    #[error("glue payload inflates to more than {limit} bytes")]
+    InflatesTooFar {
+        /// The bound.
+        limit: u64,
+    },
 }
+
+/// The most a Glue zlib payload may inflate to: 16 MiB, far above any record Kafka or
+/// Kinesis accept by default (1 MiB) while keeping one record from taking a gigabyte.
+pub const MAX_INFLATED_BYTES: u64 = 16 * 1024 * 1024;
 
 const CONFLUENT_HEADER: usize = 5;
 const GLUE_HEADER: usize = 18;
@@ -109,10 +120,16 @@ pub fn unframe(
                 GLUE_NO_COMPRESSION => Ok((Some(id), Cow::Borrowed(body))),
                 GLUE_ZLIB => {
                     use std::io::Read;
-                    let mut out = Vec::with_capacity(body.len() * 3);
+                    let mut out = Vec::with_capacity(body.len().saturating_mul(3));
                     flate2::read::ZlibDecoder::new(body)
+                        .take(MAX_INFLATED_BYTES + 1)
                         .read_to_end(&mut out)
                         .map_err(|e| WireError::Decompress(e.to_string()))?;
+                    if out.len() as u64 > MAX_INFLATED_BYTES {
+                        return Err(WireError::InflatesTooFar {
+                            limit: MAX_INFLATED_BYTES,
+                        });
+                    }
                     Ok((Some(id), Cow::Owned(out)))
                 }
                 other => Err(WireError::UnknownCompression(other)),
@@ -149,7 +166,7 @@ fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     }
     let mut out = [0u8; 16];
     for (i, chunk) in out.iter_mut().enumerate() {
-        *chunk = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        *chunk = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
 }
@@ -207,5 +224,34 @@ mod tests {
             Err(WireError::UnknownCompression(9))
         );
         assert_eq!(unframe(WireFormat::None, b"raw").unwrap().0, None);
+    }
+
+    #[test]
+    fn a_zlib_bomb_is_poison_not_a_gigabyte() {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(MAX_INFLATED_BYTES / (1 << 20) + 1) {
+            z.write_all(&zeros).unwrap();
+        }
+        let mut framed = frame(
+            &SchemaId::Glue("0f8b7c2e-1d2a-4c3b-9e8f-0123456789ab".into()),
+            b"",
+        );
+        framed[1] = 5;
+        framed.extend(z.finish().unwrap());
+        assert!(framed.len() < 64 * 1024, "a small record");
+        assert_eq!(
+            unframe(WireFormat::Glue, &framed),
+            Err(WireError::InflatesTooFar {
+                limit: MAX_INFLATED_BYTES
+            })
+        );
+        assert_eq!(
+            parse_uuid(
+                "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}"
+            ),
+            None
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Lambda function for the MSK and self-managed Kafka event source mappings. All logic lives
 //! in `bronze-shared`.
 
-use aws_lambda_events::event::kafka::KafkaEvent;
+use bronze::sources::kafka::KafkaEvent;
 use bronze::sources::{self, App, kafka};
 use bronze::telemetry::{self, Metrics};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};

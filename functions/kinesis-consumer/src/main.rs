@@ -1,6 +1,6 @@
 //! Lambda function for the Kinesis event source mapping. All logic lives in `bronze-shared`.
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
+use bronze::sources::kinesis::KinesisEvent;
 use bronze::sources::{self, App, kinesis};
 use bronze::telemetry::{self, Metrics};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
@@ -14,6 +14,11 @@ async fn main() -> Result<(), Error> {
         tracing::error!(error = %e, "configuration error: every invocation fails until it is fixed");
         e.to_string()
     });
+    // Learn each stream's ParallelizationFactor from this function's event source mappings
+    // (read again for a new stream and after BRONZE_MAPPING_REFRESH_SECONDS).
+    if let Ok(app) = &app {
+        app.mappings.refresh().await;
+    }
     let app = &app;
     run(service_fn(
         move |event: LambdaEvent<KinesisEvent>| async move {

@@ -102,7 +102,7 @@ pub(crate) fn kinesis_event() -> (Vec<u8>, Vec<Vec<u8>>) {
 pub(crate) fn land(event_bytes: &[u8]) -> (usize, usize) {
     use bronze::bronze::BronzeWriter;
     use bronze::config::{KeyStrategy, PayloadFormat, StreamSettings};
-    let event: aws_lambda_events::event::kinesis::KinesisEvent =
+    let event: bronze::sources::kinesis::KinesisEvent =
         serde_json::from_slice(event_bytes).unwrap();
     let batches = bronze::sources::kinesis::to_batches(event).unwrap();
     let settings = StreamSettings {

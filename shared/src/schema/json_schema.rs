@@ -103,9 +103,25 @@ impl JsonValidator {
     /// The first validation error.
     pub fn validate(&self, instance: &Json) -> Result<(), String> {
         self.validator.validate(instance).map_err(|error| {
-            let path = error.instance_path().to_string();
-            let path = if path.is_empty() { super::ROOT } else { &path };
-            format!("at {path}: {error}")
+            // The error's own message quotes the instance (payload data): name the path,
+            // the keyword and where it is in the schema instead.
+            let mut path = error.instance_path().to_string();
+            if path.is_empty() {
+                path = super::ROOT.to_owned();
+            }
+            if path.len() > 200 {
+                let mut end = 200;
+                while !path.is_char_boundary(end) {
+                    end -= 1;
+                }
+                path.truncate(end);
+                path.push('…');
+            }
+            format!(
+                "at {path}: fails \"{}\" (schema {})",
+                error.kind().keyword(),
+                error.schema_path()
+            )
         })
     }
 }
@@ -678,10 +694,14 @@ mod tests {
             Ok(())
         );
         let err = validate_json(&schema, &json!({"address": {"zip": "10115"}})).unwrap_err();
-        assert_eq!(err, r#"at /address/zip: "10115" is not of type "integer""#);
+        assert_eq!(
+            err,
+            r#"at /address/zip: fails "type" (schema /properties/address/properties/zip/type)"#
+        );
+        assert!(!err.contains("10115"), "no payload data in reasons: {err}");
         let err = validate_json(&schema, &json!({})).unwrap_err();
         assert!(
-            err.starts_with("at <root>: ") && err.contains("address"),
+            err.starts_with("at <root>: ") && err.contains("required"),
             "{err}"
         );
         let err = validate_json(&json!({"type": 5}), &json!(1)).unwrap_err();

@@ -7,13 +7,13 @@
 //! function answers with `batchItemFailures` naming each failed partition's first offset not
 //! landed.
 
+pub use super::event::KafkaEvent;
 use super::{App, SourceError, failures, land_all, newest_record_age, prepare};
 use crate::cursor::KafkaOffset;
 use crate::engine::RunContext;
 use crate::record::{Header, PartitionBatch, PartitionId, Record, Source, group_by_partition};
 use crate::registry::SchemaId;
 use crate::telemetry::Metrics;
-use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -56,15 +56,13 @@ pub fn to_batches(event: KafkaEvent) -> Result<Vec<PartitionBatch<KafkaOffset>>,
             });
         }
     }
-    // The records map has no defined order; sort by its key so processing is deterministic.
-    let mut groups: Vec<_> = event.records.into_iter().collect();
-    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    // The records map is read into a BTreeMap: processing follows its sorted keys.
     let mut records = Vec::new();
     let mut index = 0;
-    for (group_key, group) in groups {
+    for (group_key, group) in event.records {
         for r in group {
-            let topic = match r.topic.as_deref() {
-                Some(t) => t.to_owned(),
+            let topic = match r.topic {
+                Some(t) => t,
                 None => group_key
                     .rsplit_once('-')
                     .map(|(t, _)| t.to_owned())
@@ -87,40 +85,42 @@ pub fn to_batches(event: KafkaEvent) -> Result<Vec<PartitionBatch<KafkaOffset>>,
                 });
             }
             let mut defects = Vec::new();
-            let mut decode = |field: &str, text: &Option<String>| -> Option<Vec<u8>> {
-                let text = text.as_deref()?;
-                match B64.decode(text) {
+            let mut decode = |field: &str, text: Option<String>| -> Option<Vec<u8>> {
+                let text = text?;
+                match B64.decode(text.as_bytes()) {
                     Ok(bytes) => Some(bytes),
                     Err(e) => {
                         defects.push(format!("{field} is not valid base64 ({e})"));
-                        Some(text.as_bytes().to_vec())
+                        Some(text.into_bytes())
                     }
                 }
             };
-            let key = decode("key", &r.key);
-            let payload = decode("value", &r.value);
-            let headers = r
-                .headers
-                .iter()
-                .flat_map(|h| {
-                    let mut pairs: Vec<_> = h.iter().collect();
-                    pairs.sort_by(|a, b| a.0.cmp(b.0));
-                    pairs.into_iter().map(|(k, v)| Header {
-                        key: k.clone(),
-                        value: Some(v.iter().map(|b| *b as u8).collect()),
-                    })
-                })
-                .collect();
+            let key = decode("key", r.key);
+            let payload = decode("value", r.value);
+            let mut headers = Vec::new();
+            for (k, v) in r.headers.into_iter().flat_map(|h| h.0) {
+                let value = match v.to_bytes() {
+                    Ok(bytes) => bytes,
+                    Err(bad) => {
+                        defects.push(format!("header {k:?} holds {bad}, which is not a byte"));
+                        Vec::new()
+                    }
+                };
+                headers.push(Header {
+                    key: k,
+                    value: Some(value),
+                });
+            }
             records.push((
                 PartitionId::new(Source::Kafka, topic, r.partition.to_string()),
                 Record {
                     cursor: KafkaOffset(offset),
                     key,
                     headers,
-                    timestamp_ms: Some(r.timestamp.0.timestamp_millis()),
+                    timestamp_ms: r.timestamp,
                     payload,
                     defect: (!defects.is_empty()).then(|| defects.join("; ")),
-                    schema_id: value_schema_id(&r.other),
+                    schema_id: r.value_schema_metadata.as_ref().and_then(value_schema_id),
                 },
             ));
             index += 1;
@@ -132,8 +132,8 @@ pub fn to_batches(event: KafkaEvent) -> Result<Vec<PartitionBatch<KafkaOffset>>,
 /// The schema id of the value from the event's `valueSchemaMetadata` (present when the
 /// mapping is configured with a schema registry): a Glue schema version UUID or a
 /// Confluent integer id.
-fn value_schema_id(other: &serde_json::Map<String, serde_json::Value>) -> Option<SchemaId> {
-    let id = other.get("valueSchemaMetadata")?.get("schemaId")?;
+fn value_schema_id(metadata: &serde_json::Value) -> Option<SchemaId> {
+    let id = metadata.get("schemaId")?;
     match id {
         serde_json::Value::Number(n) => n
             .as_u64()

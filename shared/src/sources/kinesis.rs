@@ -4,13 +4,16 @@
 //! batch response (ReportBatchItemFailures) naming the first sequence number not landed, so
 //! Lambda retries from there; permanent failures fail the invocation.
 
+pub use super::event::KinesisEvent;
+use super::event::seconds_text_to_millis;
 use super::{App, SourceError, failures, land_all, newest_record_age, prepare};
 use crate::cursor::{Cursor, SequenceNumber};
 use crate::engine::RunContext;
 use crate::record::{PartitionBatch, PartitionId, Record, Source, group_by_partition};
 use crate::telemetry::Metrics;
-use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 
 /// Stream name from an event source ARN `arn:aws:kinesis:<region>:<account>:stream/<name>`.
 pub fn stream_name(arn: &str) -> Option<&str> {
@@ -18,8 +21,15 @@ pub fn stream_name(arn: &str) -> Option<&str> {
         .map(|(_, name)| name.split('/').next().unwrap_or(name))
 }
 
+/// The `eventSource` of every record a Kinesis event source mapping delivers.
+pub const EVENT_SOURCE: &str = "aws:kinesis";
+
 /// Turns an event into partition batches, keeping each record's arrival time for lag.
 /// Takes the event by value so payloads move into the records instead of being copied.
+///
+/// A record from another event source, or without its shard, stream or a valid sequence
+/// number, fails the event with [`SourceError::MalformedEvent`]. A `data` field that is not
+/// valid base64 makes that record poison (dead-lettered with the text as it came).
 pub fn to_batches(event: KinesisEvent) -> Result<Vec<PartitionBatch<SequenceNumber>>, SourceError> {
     let malformed = |index: usize, reason: String| SourceError::MalformedEvent {
         source_kind: "kinesis",
@@ -28,10 +38,22 @@ pub fn to_batches(event: KinesisEvent) -> Result<Vec<PartitionBatch<SequenceNumb
     };
     let mut records = Vec::with_capacity(event.records.len());
     for (index, r) in event.records.into_iter().enumerate() {
+        match r.event_source.as_deref() {
+            Some(EVENT_SOURCE) => {}
+            other => {
+                return Err(malformed(
+                    index,
+                    format!(
+                        "eventSource {other:?} is not {EVENT_SOURCE:?}: this function only lands Kinesis records"
+                    ),
+                ));
+            }
+        }
         let shard = r
             .event_id
             .as_deref()
             .and_then(|id| id.split_once(':').map(|(shard, _)| shard))
+            .filter(|shard| !shard.is_empty())
             .ok_or_else(|| {
                 malformed(
                     index,
@@ -42,18 +64,33 @@ pub fn to_batches(event: KinesisEvent) -> Result<Vec<PartitionBatch<SequenceNumb
             .event_source_arn
             .as_deref()
             .and_then(stream_name)
+            .filter(|name| !name.is_empty())
             .ok_or_else(|| malformed(index, "eventSourceARN is not a Kinesis stream ARN".into()))?;
         let cursor = SequenceNumber::parse(&r.kinesis.sequence_number)
             .map_err(|e| malformed(index, e.to_string()))?;
+        let timestamp_ms = r
+            .kinesis
+            .approximate_arrival_timestamp
+            .as_deref()
+            .map(|t| seconds_text_to_millis(t.get()))
+            .transpose()
+            .map_err(|e| malformed(index, format!("approximateArrivalTimestamp {e}")))?;
+        let (payload, defect) = match B64.decode(r.kinesis.data.as_bytes()) {
+            Ok(bytes) => (bytes, None),
+            Err(e) => (
+                r.kinesis.data.into_bytes(),
+                Some(format!("data is not valid base64 ({e})")),
+            ),
+        };
         records.push((
             PartitionId::new(Source::Kinesis, stream, shard),
             Record {
                 cursor,
                 key: Some(r.kinesis.partition_key.into_bytes()),
                 headers: Vec::new(),
-                timestamp_ms: Some(r.kinesis.approximate_arrival_timestamp.0.timestamp_millis()),
-                payload: Some(r.kinesis.data.0),
-                defect: None,
+                timestamp_ms,
+                payload: Some(payload),
+                defect,
                 schema_id: None,
             },
         ));
@@ -62,6 +99,11 @@ pub fn to_batches(event: KinesisEvent) -> Result<Vec<PartitionBatch<SequenceNumb
 }
 
 /// Handles one Kinesis event.
+///
+/// Each stream lands in the mode its event source mapping's ParallelizationFactor calls for
+/// ([`crate::mappings`]): interleaved above 1 (and when the mapping cannot be read), ordered
+/// otherwise. A connector file stating another factor than the mapping's fails the
+/// invocation before anything lands.
 pub async fn handle(
     app: &App,
     event: KinesisEvent,
@@ -69,14 +111,21 @@ pub async fn handle(
     now_ms: i64,
     metrics: &Metrics,
 ) -> Result<KinesisEventResponse, SourceError> {
+    let sources = event_source_arns(&event);
     let batches = to_batches(event)?;
-    let prepared = prepare(&app.connector, batches, |b| newest_record_age(b, now_ms))?;
+    let mut prepared = prepare(&app.connector, batches, |b| newest_record_age(b, now_ms))?;
+    for p in &mut prepared {
+        landing_mode(app, &p.batch.id.stream, &sources, false)
+            .await?
+            .apply(&mut p.settings);
+    }
     let run = RunContext {
         run_id,
         now_ms,
         metrics,
     };
-    let outcomes = land_all(&app.lander, &prepared, run).await;
+    let mut outcomes = land_all(&app.lander, &prepared, run).await;
+    recheck_skipped(app, &prepared, &mut outcomes, &sources, run).await?;
     let (mut permanent, transient) = failures(outcomes);
     if !permanent.is_empty() {
         return Err(SourceError::Landing {
@@ -93,6 +142,100 @@ pub async fn handle(
         response.batch_item_failures.push(failure);
     }
     Ok(response)
+}
+
+/// Stream name -> the event source ARN its records carry (the first one seen).
+fn event_source_arns(event: &KinesisEvent) -> std::collections::HashMap<String, String> {
+    let mut arns = std::collections::HashMap::new();
+    for r in &event.records {
+        if let Some(arn) = r.event_source_arn.as_deref() {
+            if let Some(name) = stream_name(arn) {
+                arns.entry(name.to_owned())
+                    .or_insert_with(|| arn.to_owned());
+            }
+        }
+    }
+    arns
+}
+
+/// The landing mode of a stream: its mapping's factor (read again first when `fresh`), checked
+/// against the factor the connector file states.
+async fn landing_mode(
+    app: &App,
+    stream: &str,
+    sources: &std::collections::HashMap<String, String>,
+    fresh: bool,
+) -> Result<crate::mappings::LandingMode, crate::mappings::MappingError> {
+    let declared = app
+        .connector
+        .declared_parallelization_factor(Source::Kinesis, stream);
+    match sources.get(stream) {
+        Some(arn) if fresh => app.mappings.mode_now(stream, arn, declared).await,
+        Some(arn) => app.mappings.mode(stream, arn, declared).await,
+        // Every record names its stream through its ARN, so this is not reached.
+        None => crate::mappings::effective_mode(declared, &Ok(None)),
+    }
+}
+
+/// Ordered mode skipped records as already landed, or lost a commit race to a concurrent
+/// batch of the same shard. Either this is a redelivery, or the mapping's factor was raised
+/// since it was read and another lane moved the checkpoint past these records. The mapping is
+/// read again; when the stream now lands interleaved, the records ordered mode did not land
+/// are landed in interleaved mode (a redelivery of records that were in fact landed can then
+/// land a duplicate, never lose one).
+async fn recheck_skipped(
+    app: &App,
+    prepared: &[super::Prepared<SequenceNumber>],
+    outcomes: &mut [(PartitionId, crate::engine::PartitionOutcome<SequenceNumber>)],
+    sources: &std::collections::HashMap<String, String>,
+    run: RunContext<'_>,
+) -> Result<(), SourceError> {
+    use crate::engine::{EngineError, PartitionOutcome};
+    use crate::ports::PortError;
+    for (p, (_, outcome)) in prepared.iter().zip(outcomes.iter_mut()) {
+        if p.settings.parallelization_factor > 1 {
+            continue;
+        }
+        let not_landed = match outcome {
+            PartitionOutcome::Landed { skipped, .. }
+            | PartitionOutcome::AlreadyLanded { skipped }
+                if *skipped > 0 =>
+            {
+                *skipped
+            }
+            PartitionOutcome::Failed {
+                error:
+                    EngineError::Port {
+                        source: PortError::CheckpointMoved { .. },
+                        ..
+                    },
+                ..
+            } => p.batch.records.len(),
+            _ => continue,
+        };
+        tracing::info!(
+            source = %p.batch.id.source, stream = %p.batch.id.stream,
+            partition = %p.batch.id.partition, records = not_landed, run_id = run.run_id,
+            "ordered mode skipped records: reading the event source mapping again"
+        );
+        let mode = landing_mode(app, &p.batch.id.stream, sources, true).await?;
+        if mode == crate::mappings::LandingMode::Ordered {
+            continue;
+        }
+        let mut settings = p.settings.clone();
+        mode.apply(&mut settings);
+        let batch = PartitionBatch {
+            id: p.batch.id.clone(),
+            records: p.batch.records[..not_landed].to_vec(),
+        };
+        let relanded = app.lander.land(&batch, &settings, run).await;
+        if matches!(outcome, PartitionOutcome::Failed { .. })
+            || matches!(relanded, PartitionOutcome::Failed { .. })
+        {
+            *outcome = relanded;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

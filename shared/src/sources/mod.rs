@@ -1,6 +1,7 @@
 //! Lambda event adapters. Each turns an event source mapping's payload into partition batches,
 //! lands them with the [`Lander`], and answers in the form the mapping expects.
 
+pub mod event;
 pub mod kafka;
 pub mod kinesis;
 
@@ -11,6 +12,7 @@ use crate::config::{
 use crate::cursor::Cursor;
 use crate::decode::{RegistrySet, SchemaDecoder};
 use crate::engine::{EngineError, Lander, PartitionOutcome, RunContext};
+use crate::mappings::{LambdaMappings, MappingError, MappingFactors, MappingSettings};
 use crate::record::{PartitionBatch, PartitionId};
 use crate::registry::confluent::ConfluentRegistry;
 use crate::registry::glue::GlueRegistry;
@@ -42,6 +44,10 @@ pub enum SourceError {
         /// The first partition of that stream in the event.
         partition: String,
     },
+    /// The stream's parallelization factor cannot be used: the connector file states one the
+    /// event source mapping does not have. Permanent; nothing lands until they agree.
+    #[error(transparent)]
+    Parallelization(#[from] MappingError),
     /// Landing failed in a way a retry of the same records cannot fix (missing bucket,
     /// table or queue, access denied, corrupted state), or a transient failure on a source
     /// without partial batch responses. Nothing from the named cursors on is committed.
@@ -63,10 +69,14 @@ pub struct App {
     pub connector: Arc<ConnectorConfig>,
     /// The environment.
     pub env: EnvConfig,
+    /// The function's event source mappings, where the Kinesis function learns each
+    /// stream's parallelization factor (read at init by the Kinesis binary, then cached).
+    pub mappings: Arc<MappingFactors>,
 }
 
 impl App {
-    /// Reads the environment and the connector file and builds the AWS clients.
+    /// Reads the environment and the connector file and builds the AWS clients (no call is
+    /// made to them here).
     pub async fn from_env() -> Result<Self, ConfigError> {
         let env = EnvConfig::from_env()?;
         let sdk = crate::aws::sdk_config().await;
@@ -78,10 +88,16 @@ impl App {
             env.prefix.clone(),
         )
         .with_schemas(Arc::new(schema_decoder(&connector, &sdk)?));
+        let mapping_settings = MappingSettings::from_env()?;
+        let mappings = Arc::new(MappingFactors::new(
+            Arc::new(LambdaMappings::new(&sdk, mapping_settings.function)),
+            mapping_settings.refresh,
+        ));
         Ok(Self {
             lander,
             connector: Arc::new(connector),
             env,
+            mappings,
         })
     }
 }
