@@ -99,9 +99,30 @@ pub fn object_key<C: Cursor>(prefix: &str, id: &PartitionId, first: &C, last: &C
     )
 }
 
-/// Reads the sortable `(first, last)` cursors back out of an object key made by [`object_key`].
+/// The key for records `first..=last` of one partition when another object of the same
+/// range holds a different set of records (a record's verdict changed between attempts):
+/// `<first>-<last>~<set>.jsonl.gz`, where `<set>` is a hash of the landed cursors. Still a
+/// pure function of the data, and it never collides with the object it stands beside.
+pub fn object_key_for_set<C: Cursor>(
+    prefix: &str,
+    id: &PartitionId,
+    first: &C,
+    last: &C,
+    set: &str,
+) -> String {
+    format!(
+        "{}{}-{}~{set}.jsonl.gz",
+        partition_prefix(prefix, id),
+        first.sortable(),
+        last.sortable()
+    )
+}
+
+/// Reads the sortable `(first, last)` cursors back out of an object key made by [`object_key`]
+/// or [`object_key_for_set`].
 pub fn parse_object_range(key: &str) -> Option<(&str, &str)> {
     let name = key.rsplit('/').next()?.strip_suffix(".jsonl.gz")?;
+    let name = name.split_once('~').map_or(name, |(range, _)| range);
     let (first, last) = name.split_once('-')?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     (digits(first) && digits(last)).then_some((first, last))

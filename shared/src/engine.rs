@@ -416,24 +416,10 @@ impl Lander {
         &self,
         entry: &CommitEntry,
     ) -> Result<std::collections::HashSet<String>, PortError> {
-        let Some(key) = &entry.object_key else {
-            return Ok(Default::default());
-        };
-        let unreadable = |message: String| PortError::Permanent {
-            operation: "s3:GetObject",
-            target: self.objects.url(key),
-            message,
-        };
-        let body = self
-            .objects
-            .get(key)
-            .await?
-            .ok_or_else(|| unreadable("the committed object is missing".into()))?;
-        let lines = bronze::read_lines(&body).map_err(|e| unreadable(e.to_string()))?;
-        Ok(lines
-            .iter()
-            .filter_map(|l| l["cursor"].as_str().map(str::to_owned))
-            .collect())
+        match &entry.object_key {
+            Some(key) => self.object_cursors(key).await,
+            None => Ok(Default::default()),
+        }
     }
 
     /// Encodes `pending`, dead-letters poison records and writes the object (if any record
@@ -445,15 +431,6 @@ impl Lander {
         settings: &StreamSettings,
         run: RunContext<'_>,
     ) -> Result<Written, PortError> {
-        let hint = pending
-            .iter()
-            .map(|r| r.payload.as_ref().map_or(0, Vec::len))
-            .sum::<usize>()
-            / 3;
-        let mut writer = BronzeWriter::new(id, settings, run.run_id, hint);
-        let mut range: Option<(&C, &C)> = None;
-        let mut dead = 0u64;
-        let mut dead_cursors = Some(Vec::new());
         let verdicts = match &settings.schema {
             Some(declared) => {
                 let decoder = self.decoder.as_ref().ok_or_else(|| PortError::Permanent {
@@ -465,29 +442,21 @@ impl Lander {
             }
             None => None,
         };
-        for (i, record) in pending.iter().enumerate() {
-            let verdict = verdicts.as_ref().and_then(|v| v[i].as_ref());
-            match writer.push_checked(record, verdict) {
-                Ok(()) => {
-                    range = Some((range.map_or(&record.cursor, |(f, _)| f), &record.cursor));
-                }
-                Err(poison) => {
-                    self.dead_letter(id, record, poison.to_string(), run)
-                        .await?;
-                    dead += 1;
-                    if let Some(list) = dead_cursors.as_mut() {
-                        if list.len() < crate::ports::MAX_LISTED_DEAD_LETTERS {
-                            list.push(record.cursor.to_string());
-                        } else {
-                            dead_cursors = None;
-                        }
-                    }
+        let encoded = encode(id, pending, settings, run.run_id, verdicts.as_deref());
+        let mut dead_cursors = Some(Vec::new());
+        for (i, reason) in &encoded.poison {
+            let record = &pending[*i];
+            self.dead_letter(id, record, reason.clone(), run).await?;
+            if let Some(list) = dead_cursors.as_mut() {
+                if list.len() < crate::ports::MAX_LISTED_DEAD_LETTERS {
+                    list.push(record.cursor.to_string());
+                } else {
+                    dead_cursors = None;
                 }
             }
         }
-        let records = writer.records();
-        let payload_bytes = writer.payload_bytes();
-        let Some((first, last)) = range else {
+        let dead = encoded.poison.len() as u64;
+        let Some((first, last)) = encoded.range else {
             return Ok(Written {
                 object_key: None,
                 records: 0,
@@ -498,10 +467,55 @@ impl Lander {
                 adopted: false,
             });
         };
-        let key = bronze::object_key(&self.prefix, id, first, last);
-        let body = writer.finish();
-        let object_bytes = body.len() as u64;
-        let adopted = self.objects.put_if_absent(&key, body).await? == PutOutcome::AlreadyExists;
+        let mut key = bronze::object_key(
+            &self.prefix,
+            id,
+            &pending[first].cursor,
+            &pending[last].cursor,
+        );
+        let (records, payload_bytes) = (encoded.records, encoded.payload_bytes);
+        let object_bytes = encoded.body.len() as u64;
+        let mut adopted =
+            self.objects.put_if_absent(&key, encoded.body).await? == PutOutcome::AlreadyExists;
+        if adopted {
+            // The key names the range, not the set: an earlier attempt whose verdicts differed
+            // (a schema registered meanwhile, a changed connector file) may have written other
+            // records of the same range there. Adopt it only when it holds exactly ours.
+            let held = self.object_cursors(&key).await?;
+            let ours: std::collections::HashSet<String> = pending
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !encoded.poison.iter().any(|(p, _)| p == i))
+                .map(|(_, r)| r.cursor.to_string())
+                .collect();
+            if held != ours {
+                // Never touch that object (a committed entry of interleaved mode may point at
+                // it): these records land under a key that also names their set.
+                let mut ours: Vec<&String> = ours.iter().collect();
+                ours.sort();
+                let set_key = bronze::object_key_for_set(
+                    &self.prefix,
+                    id,
+                    &pending[first].cursor,
+                    &pending[last].cursor,
+                    &bronze::key_hash(
+                        ours.iter()
+                            .map(|c| c.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                            .as_bytes(),
+                    )[..16],
+                );
+                tracing::warn!(
+                    partition = %id, object_key = %key, replacement = %set_key, run_id = run.run_id,
+                    "an object of an earlier attempt holds other records of this range (verdicts changed): landing under a key that names this set"
+                );
+                let again = encode(id, pending, settings, run.run_id, verdicts.as_deref());
+                adopted = self.objects.put_if_absent(&set_key, again.body).await?
+                    == PutOutcome::AlreadyExists;
+                key = set_key;
+            }
+        }
         Ok(Written {
             object_key: Some(key),
             records,
@@ -511,6 +525,28 @@ impl Lander {
             dead_cursors,
             adopted,
         })
+    }
+
+    /// The display cursors of the records an object holds.
+    async fn object_cursors(
+        &self,
+        key: &str,
+    ) -> Result<std::collections::HashSet<String>, PortError> {
+        let unreadable = |message: String| PortError::Permanent {
+            operation: "s3:GetObject",
+            target: self.objects.url(key),
+            message,
+        };
+        let body = self
+            .objects
+            .get(key)
+            .await?
+            .ok_or_else(|| unreadable("the object is missing".into()))?;
+        let lines = bronze::read_lines(&body).map_err(|e| unreadable(e.to_string()))?;
+        Ok(lines
+            .iter()
+            .filter_map(|l| l["cursor"].as_str().map(str::to_owned))
+            .collect())
     }
 
     async fn dead_letter<C: Cursor>(
@@ -626,6 +662,52 @@ impl Lander {
                 }
             }
         }
+    }
+}
+
+/// One encoding pass over a batch: the object body, what it holds, and the poison records.
+#[derive(Debug)]
+struct Encoded {
+    body: Vec<u8>,
+    records: u64,
+    payload_bytes: u64,
+    /// Indexes of the first and last record written.
+    range: Option<(usize, usize)>,
+    /// Index and reason of each record that cannot land.
+    poison: Vec<(usize, String)>,
+}
+
+/// Encodes `pending` into one Bronze object (pure: the same records and verdicts always give
+/// the same lines).
+fn encode<C: Cursor>(
+    id: &PartitionId,
+    pending: &[Record<C>],
+    settings: &StreamSettings,
+    run_id: &str,
+    verdicts: Option<&[Option<Result<crate::decode::Decoded, String>>]>,
+) -> Encoded {
+    let hint = pending
+        .iter()
+        .map(|r| r.payload.as_ref().map_or(0, Vec::len))
+        .sum::<usize>()
+        / 3;
+    let mut writer = BronzeWriter::new(id, settings, run_id, hint);
+    let mut range: Option<(usize, usize)> = None;
+    let mut poison = Vec::new();
+    for (i, record) in pending.iter().enumerate() {
+        let verdict = verdicts.and_then(|v| v.get(i)).and_then(Option::as_ref);
+        match writer.push_checked(record, verdict) {
+            Ok(()) => range = Some((range.map_or(i, |(f, _)| f), i)),
+            Err(e) => poison.push((i, e.to_string())),
+        }
+    }
+    let (records, payload_bytes) = (writer.records(), writer.payload_bytes());
+    Encoded {
+        body: writer.finish(),
+        records,
+        payload_bytes,
+        range,
+        poison,
     }
 }
 
@@ -1486,5 +1568,64 @@ mod tests {
         landed.sort();
         assert_eq!(landed, vec![120, 130, 500, 502]);
         assert_eq!(world.dlq.letters().len(), 1, "501 dead-lettered once");
+    }
+
+    #[tokio::test]
+    async fn a_changed_verdict_never_adopts_an_object_holding_other_records() {
+        let id = PartitionId::new(Source::Kafka, "orders", "0");
+        let batch = PartitionBatch {
+            id: id.clone(),
+            records: (0..3).map(|o| record(o, o == 1)).collect(),
+        };
+        let metrics = Metrics::default();
+        // Attempt 1 (payload_format json: offset 1 is poison) writes its object {0, 2} and
+        // dies before the commit.
+        let mut crashed = None;
+        for step in 0..10 {
+            let world = World::new();
+            world.faults.arm(step, CrashPoint::Before);
+            world
+                .lander
+                .land(&batch, &settings(), run_ctx(&metrics, "r1"))
+                .await;
+            world.faults.disarm();
+            if world.objects.keys().len() == 1
+                && world.state.checkpoint(&id).await.unwrap().is_none()
+            {
+                crashed = Some(world);
+                break;
+            }
+        }
+        let world = crashed.expect("a crash point between the object and the commit");
+        // Attempt 2 after the connector file changed to auto: offset 1 lands as base64.
+        let mut auto = settings();
+        auto.payload_format = PayloadFormat::Auto;
+        let PartitionOutcome::Landed { commit, .. } = world
+            .lander
+            .land(&batch, &auto, run_ctx(&metrics, "r2"))
+            .await
+        else {
+            panic!("attempt 2 lands");
+        };
+        assert_eq!(
+            world.committed(&id).await,
+            vec![0, 1, 2],
+            "the committed object holds this attempt's records"
+        );
+        assert_eq!(commit.records, 3);
+        assert_eq!(
+            commit.dead_cursors,
+            Some(vec![]),
+            "nothing of this commit is dead-lettered"
+        );
+        assert!(
+            commit.object_key.as_deref().unwrap().contains('~'),
+            "{commit:?}"
+        );
+        assert_eq!(
+            world.objects.keys(),
+            vec![commit.object_key.unwrap()],
+            "the other attempt's object is swept"
+        );
     }
 }
