@@ -160,12 +160,22 @@ pub struct GlueRegistryConfig {
     pub registry_name: String,
 }
 
-/// Confluent-compatible registry settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Confluent-compatible registry settings. Credentials come from `SCHEMA_REGISTRY_USERNAME`
+/// and `SCHEMA_REGISTRY_PASSWORD` (or, for compatibility, the URL's user-info); they are
+/// never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfluentRegistryConfig {
     /// Base URL, e.g. `https://registry.example.com`.
     pub url: String,
+}
+
+impl std::fmt::Debug for ConfluentRegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfluentRegistryConfig")
+            .field("url", &crate::registry::confluent::redact_url(&self.url))
+            .finish()
+    }
 }
 
 /// Runners a manifest may list in `runtime.supported_runners`.

@@ -120,6 +120,16 @@ fn registration_body(format: SchemaFormat, definition: &str) -> Value {
     }
 }
 
+/// A registry URL as it may be shown: any `user:password@` part replaced by `***@`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme && !url[scheme + 3..at].contains('/') => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 impl ConfluentRegistry {
     /// The adapter for the registry at `base_url` (any path prefix is kept), with
     /// [`DEFAULT_TIMEOUT`] per request.
@@ -141,15 +151,34 @@ impl ConfluentRegistry {
         timeout: Duration,
     ) -> Result<Self, RegistryError> {
         let invalid = |message: String| RegistryError::Permanent {
-            registry: base_url.to_owned(),
+            registry: redact_url(base_url),
             operation: "configure",
             message,
         };
-        let url = Url::parse(base_url).map_err(|e| invalid(format!("invalid base URL: {e}")))?;
+        let mut url =
+            Url::parse(base_url).map_err(|e| invalid(format!("invalid base URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
             return Err(invalid(
                 "the base URL must be http(s)://host[:port][/path]".into(),
             ));
+        }
+        // Credentials in the URL (`https://key:secret@host`) become basic auth and leave the
+        // URL, so no error, log line or health answer can print them.
+        let mut auth = auth;
+        if !url.username().is_empty() || url.password().is_some() {
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            if auth.is_none() {
+                auth = Some((
+                    decode(url.username()),
+                    decode(url.password().unwrap_or_default()),
+                ));
+            }
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
         }
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -163,7 +192,7 @@ impl ConfluentRegistry {
         })
     }
 
-    /// The base URL.
+    /// The base URL (never with credentials).
     pub fn base_url(&self) -> &str {
         self.base_url.as_str()
     }
@@ -563,5 +592,19 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn credentials_in_the_url_become_basic_auth_and_never_show() {
+        let r = ConfluentRegistry::new("https://key%2B1:s3cr%40t@registry.example:8081/x/", None)
+            .unwrap();
+        assert_eq!(r.base_url(), "https://registry.example:8081/x/");
+        assert_eq!(r.auth, Some(("key+1".into(), "s3cr@t".into())));
+        let debug = format!("{r:?}");
+        assert!(!debug.contains("s3cr"), "{debug}");
+        let err = ConfluentRegistry::new("ftp://key:s3cret@r", None).unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert_eq!(redact_url("https://a:b@h/p"), "https://***@h/p");
+        assert_eq!(redact_url("https://h/p@x"), "https://h/p@x");
     }
 }

@@ -149,8 +149,17 @@ pub fn registries(
         ));
     }
     if let Some(confluent) = &connector.registries().confluent {
+        // Credentials come from the environment (the template fills them from Secrets
+        // Manager) or from the URL's user-info; either way they never appear in a message.
+        let auth = match (
+            std::env::var("SCHEMA_REGISTRY_USERNAME"),
+            std::env::var("SCHEMA_REGISTRY_PASSWORD"),
+        ) {
+            (Ok(user), Ok(password)) if !user.is_empty() => Some((user, password)),
+            _ => None,
+        };
         let registry =
-            ConfluentRegistry::new(&confluent.url, None).map_err(|e| ConfigError::Invalid {
+            ConfluentRegistry::new(&confluent.url, auth).map_err(|e| ConfigError::Invalid {
                 field: "registries.confluent.url".into(),
                 reason: e.to_string(),
             })?;
