@@ -238,8 +238,26 @@ fn report(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> bool {
 pub async fn discover(config: String) -> anyhow::Result<ExitCode> {
     let setup = setup(&config).await?;
     let consumer = audit::kafka_reader(&setup.runner, setup.credentials.as_ref())?;
+    print!("{}", manifest_summary(&setup.connector));
     print!("{}", audit::discover(&setup.runner, consumer.as_ref())?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The manifest's header as `discover` shows it (YAML comments above the streams section).
+pub fn manifest_summary(connector: &ConnectorConfig) -> String {
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "(not stated)".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    format!(
+        "# connector: {}\n# supported runners: {}\n# network patterns: {}\n",
+        connector.name().unwrap_or("(unnamed)"),
+        list(connector.supported_runners()),
+        list(connector.network_patterns()),
+    )
 }
 
 /// `status`.
@@ -283,4 +301,21 @@ pub async fn verify(config: Option<String>, stream: Option<String>) -> anyhow::R
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discover_shows_the_manifest_runtime() {
+        let connector = ConnectorConfig::from_yaml(
+            "manifest_version: 1.0\nid: conn::global::streaming::kafka_kinesis::consume\nname: Global Streaming Connector\ntaxonomy: {origin: enterprise}\nruntime: {supported_runners: [fargate, ec2], network_patterns: [private_link]}\nstreams: {strategy: config_defined}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            manifest_summary(&connector),
+            "# connector: Global Streaming Connector\n# supported runners: fargate, ec2\n# network patterns: private_link\n"
+        );
+    }
 }
