@@ -332,7 +332,9 @@ def props(stack: dict[str, Any], name: str) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ IAM predicate
 
-DATA_SERVICES = {"s3", "dynamodb", "sqs", "kinesis", "secretsmanager", "kms", "kafka-cluster"}
+# lambda counts because lambda:InvokeFunction runs code on data; its List* actions (such as
+# ListEventSourceMappings, which reads mapping settings) stay allowed on "*" below.
+DATA_SERVICES = {"s3", "dynamodb", "sqs", "kinesis", "secretsmanager", "kms", "kafka-cluster", "lambda"}
 
 
 def is_data_action(action: str) -> bool:
@@ -425,6 +427,7 @@ class TestDataActionPredicate:
             {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*"},
             {"Effect": "Allow", "Action": "kafka-cluster:ReadData", "Resource": "*"},
             {"Effect": "Allow", "Action": "SQS:SendMessage", "Resource": "*"},
+            {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "*"},
             {"Effect": "Allow", "Action": "s3:Get*", "Resource": "*"},
             {"Effect": "Allow", "Action": "s3:PutObject", "Resource": {"Fn::If": ["C", "*", "arn:aws:s3:::b/*"]}},
             {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"},
@@ -443,6 +446,7 @@ class TestDataActionPredicate:
             {"Effect": "Allow", "Action": "kinesis:ListStreams", "Resource": "*"},
             {"Effect": "Allow", "Action": "s3:ListAllMyBuckets", "Resource": "*"},
             {"Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*"},
+            {"Effect": "Allow", "Action": "lambda:ListEventSourceMappings", "Resource": "*"},
             {"Effect": "Deny", "Action": "s3:*", "Resource": "*"},
         ],
     )
@@ -486,6 +490,10 @@ class TestLeastPrivilege:
             "ec2:DescribeVpcs",
             "ecr:GetAuthorizationToken",
             "cloudwatch:PutMetricData",
+            # A List action with no resource type (IAM Service Authorization Reference for
+            # AWS Lambda): IAM accepts only "*". It reads mapping settings, never records;
+            # the Kinesis function learns its ParallelizationFactor with it.
+            "lambda:ListEventSourceMappings",
         }
         for owner, statement in policy_statements(translated):
             if "*" in list(_strings(statement.get("Resource", []))):
@@ -493,6 +501,15 @@ class TestLeastPrivilege:
                 assert actions <= allowed, f"{owner}: {actions - allowed} on '*'"
                 if "cloudwatch:PutMetricData" in actions:
                     assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": "BronzeConnector"}}
+
+    def test_kinesis_function_reads_its_mappings_and_nothing_else_of_lambda(self, translated):
+        lambda_actions = {
+            (owner, action)
+            for owner, statement in policy_statements(translated)
+            for action in _strings(statement.get("Action", []))
+            if isinstance(action, str) and action.lower().startswith("lambda:")
+        }
+        assert lambda_actions == {("KinesisConsumerFunctionRole", "lambda:ListEventSourceMappings")}
 
     def test_every_action_exists_in_iam(self, translated):
         # cfn-lint ships the IAM service authorization reference; an action missing from it is
