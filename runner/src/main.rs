@@ -10,6 +10,8 @@
 //! - `verify [--config] [--stream S]`: audits the committed Bronze data against the commit
 //!   log; exits 1 on a violation.
 //! - `schema check|register --config`: schema compatibility (see `bronze::commands`).
+//! - `sweep [--stream S] [--apply]`: delete objects no commit references at or below each
+//!   partition's checkpoint (see `bronze::reset::sweep_partition`).
 //! - `reset --source S --stream T --partition P [--apply]`: start a partition over after its
 //!   source's cursors restarted (see `bronze::reset`); without `--apply` it only shows what
 //!   it would do.
@@ -82,6 +84,16 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Delete objects that no commit references and no writer can commit any more (at or
+    /// below each ordered partition's checkpoint). Without `--apply`, only lists them.
+    Sweep {
+        /// Only this stream.
+        #[arg(long)]
+        stream: Option<String>,
+        /// Delete (default: list only).
+        #[arg(long)]
+        apply: bool,
+    },
     /// Schema registry commands.
     Schema {
         #[command(subcommand)]
@@ -121,6 +133,7 @@ fn main() -> ExitCode {
         Command::Status { config } => runtime.block_on(status(config)),
         Command::Verify { config, stream } => runtime.block_on(verify(config, stream)),
         Command::Schema { action } => runtime.block_on(schema(action)),
+        Command::Sweep { stream, apply } => runtime.block_on(sweep(stream, apply)),
         Command::Reset {
             source,
             stream,
@@ -136,6 +149,35 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+async fn sweep(stream: Option<String>, apply: bool) -> anyhow::Result<ExitCode> {
+    use bronze::ports::StateStore as _;
+    let env = bronze::config::EnvConfig::from_env()?;
+    let sdk = bronze::aws::sdk_config().await;
+    let objects = bronze::aws::S3ObjectStore::new(&sdk, &env.bucket);
+    let state = bronze::aws::DynamoStateStore::new(&sdk, &env.state_table);
+    let mut total = 0;
+    for id in state.partitions().await? {
+        if stream.as_ref().is_some_and(|s| s != &id.stream) {
+            continue;
+        }
+        let report =
+            bronze::reset::sweep_partition(&objects, &state, &env.prefix, &id, apply).await?;
+        for key in &report.orphans {
+            println!("{} {key}", if apply { "deleted" } else { "orphan" });
+        }
+        total += report.orphans.len();
+    }
+    println!(
+        "{total} orphan object(s){}",
+        if apply {
+            " deleted"
+        } else {
+            "; run again with --apply to delete them"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn reset(

@@ -1,3 +1,10 @@
+//! Operator maintenance of a partition's Bronze data and state.
+//!
+//! `streaming-connector sweep`: delete objects that no commit references and no writer can
+//! commit any more ([`sweep_partition`]). The engine sweeps after each ordered commit, but
+//! not after a delivery that was already landed, so an object a crashed attempt left can
+//! otherwise stay in the prefix until the next commit of that range.
+//!
 //! `streaming-connector reset`: start a partition over after its source's cursors restarted
 //! (a recreated topic or stream, a mapping pointed at another cluster with the same names).
 //!
@@ -66,6 +73,60 @@ pub async fn reset_partition(
         archived: keys,
         archive_prefix: archive,
         state_items,
+        applied: apply,
+    })
+}
+
+/// What a sweep found (and, when applied, deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Unreferenced objects at or below the checkpoint.
+    pub orphans: Vec<String>,
+    /// Whether they were deleted.
+    pub applied: bool,
+}
+
+/// Finds the objects of an ordered-mode partition that no commit-log entry references and
+/// whose first cursor is at or below the checkpoint: no writer can ever commit them (a
+/// commit's condition is the checkpoint it read, which is below their first cursor, and the
+/// checkpoint only moves forward). Deletes them when `apply`. Objects above the checkpoint
+/// are left alone: a writer may be about to commit them.
+pub async fn sweep_partition(
+    objects: &dyn ObjectStore,
+    state: &dyn StateStore,
+    prefix: &str,
+    id: &PartitionId,
+    apply: bool,
+) -> Result<SweepReport, PortError> {
+    let Some(checkpoint) = state.checkpoint(id).await? else {
+        return Ok(SweepReport {
+            orphans: Vec::new(),
+            applied: apply,
+        });
+    };
+    let referenced: std::collections::HashSet<String> = state
+        .commit_log(id)
+        .await?
+        .into_iter()
+        .filter_map(|e| e.object_key)
+        .collect();
+    let live = bronze::partition_prefix(prefix, id);
+    let mut orphans = Vec::new();
+    for key in objects.list_after(&live, &live).await? {
+        let Some((first, _)) = bronze::parse_object_range(&key) else {
+            continue;
+        };
+        if first <= checkpoint.cursor.as_str() && !referenced.contains(&key) {
+            orphans.push(key);
+        }
+    }
+    if apply {
+        for key in &orphans {
+            objects.delete(key).await?;
+        }
+    }
+    Ok(SweepReport {
+        orphans,
         applied: apply,
     })
 }
@@ -162,5 +223,68 @@ mod tests {
         assert_eq!(live.len(), 1);
         let lines = bronze::read_lines(&objects.body(&live[0]).unwrap()).unwrap();
         assert_eq!(lines[0]["payload"], serde_json::json!({"new": 0}));
+    }
+
+    #[tokio::test]
+    async fn sweep_deletes_only_unreferenced_objects_at_or_below_the_checkpoint() {
+        let faults = Faults::new();
+        let objects = Arc::new(MemoryObjectStore::new(faults.clone()));
+        let state = Arc::new(MemoryStateStore::new(faults.clone()));
+        let lander = Lander::new(
+            objects.clone(),
+            state.clone(),
+            Arc::new(MemoryDlq::new(faults)),
+            "bronze",
+        );
+        let settings = StreamSettings {
+            group: None,
+            payload_format: PayloadFormat::Auto,
+            key_strategy: KeyStrategy::Raw,
+            parallelization_factor: 1,
+            schema: None,
+        };
+        let metrics = Metrics::default();
+        let run = RunContext {
+            run_id: "r",
+            now_ms: 1,
+            metrics: &metrics,
+        };
+        let id = PartitionId::new(Source::Kafka, "orders", "0");
+        let rec = |o: u64| Record {
+            cursor: KafkaOffset(o),
+            key: None,
+            headers: vec![],
+            timestamp_ms: None,
+            payload: Some(b"{}".to_vec()),
+            defect: None,
+            schema_id: None,
+        };
+        lander
+            .land(
+                &PartitionBatch {
+                    id: id.clone(),
+                    records: (0..5).map(rec).collect(),
+                },
+                &settings,
+                run,
+            )
+            .await;
+        // Leftovers of crashed attempts: one inside the committed range, one above it.
+        let below = bronze::object_key("bronze", &id, &KafkaOffset(2), &KafkaOffset(3));
+        let above = bronze::object_key("bronze", &id, &KafkaOffset(5), &KafkaOffset(6));
+        for key in [&below, &above] {
+            objects.put(key, b"x".to_vec()).await.unwrap();
+        }
+        let dry = sweep_partition(objects.as_ref(), state.as_ref(), "bronze", &id, false)
+            .await
+            .unwrap();
+        assert_eq!(dry.orphans, vec![below.clone()]);
+        assert_eq!(objects.keys().len(), 3, "a dry run deletes nothing");
+        sweep_partition(objects.as_ref(), state.as_ref(), "bronze", &id, true)
+            .await
+            .unwrap();
+        let left = objects.keys();
+        assert!(!left.contains(&below) && left.contains(&above), "{left:?}");
+        assert_eq!(left.len(), 2, "the committed object stays");
     }
 }
