@@ -470,5 +470,6 @@ pub fn kafka_partitions(
     out
 }
 pub mod confluent_server;
+pub mod mapping;
 pub mod pulsar;
 pub mod pulsar_shim;
