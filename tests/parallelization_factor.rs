@@ -252,27 +252,24 @@ async fn unreadable_mapping_lands_interleaved_with_one_warning() {
     );
 }
 
-/// The mapping goes from factor 1 to 4 between invocations: with a refresh interval of 0 the
-/// next invocation reads the new factor.
-#[tokio::test]
-async fn factor_changed_on_the_mapping_is_used_by_the_next_invocations() {
+/// Factor 1 on the mapping: 20 records land in order (with the checkpoint). Then the mapping
+/// is changed to 4 and the other 80 records come as lanes, three rounds. Every record must be
+/// committed exactly once. Returns the watcher for its log.
+async fn raise_factor_between_invocations(refresh: Option<&str>) -> Watch {
     let stack = Stack::new().await.unwrap();
     let mapping = MotoMapping::create(1).unwrap();
-    let watch = Watch::start(
-        &stack,
-        &[
-            ("BRONZE_FUNCTION_NAME", &mapping.function),
-            ("BRONZE_MAPPING_REFRESH_SECONDS", "0"),
-        ],
-    )
-    .unwrap();
-    // Factor 1: one ordered batch, committed with the checkpoint.
+    let mut env = vec![("BRONZE_FUNCTION_NAME", mapping.function.as_str())];
+    if let Some(seconds) = refresh {
+        env.push(("BRONZE_MAPPING_REFRESH_SECONDS", seconds));
+    }
+    let watch = Watch::start(&stack, &env).unwrap();
     invoke_all(&watch, &[ordered_event(&mapping.stream_arn, 0..20)]);
     assert!(
         stack
             .checkpoint(Source::Kinesis, &mapping.stream, SHARD)
             .await
-            .is_some()
+            .is_some(),
+        "factor 1 lands in ordered mode"
     );
     mapping.set_factor(4).unwrap();
     for round in 0..3 {
@@ -289,32 +286,21 @@ async fn factor_changed_on_the_mapping_is_used_by_the_next_invocations() {
         watch.log()
     );
     assert_eq!(total, RECORDS, "exactly once\n{}", watch.log());
+    watch
 }
 
-/// The same change with the default refresh interval (5 minutes): the cached factor 1 is
-/// stale, but the first lane batch that ordered mode would skip makes the function read the
-/// mapping again and land the skipped records in interleaved mode.
+/// With a refresh interval of 0 the next invocation reads the new factor.
+#[tokio::test]
+async fn factor_changed_on_the_mapping_is_used_by_the_next_invocations() {
+    raise_factor_between_invocations(Some("0")).await;
+}
+
+/// With the default refresh interval (5 minutes) the cached factor 1 is stale, but the first
+/// lane batch that ordered mode skips makes the function read the mapping again and land the
+/// skipped records in interleaved mode.
 #[tokio::test]
 async fn a_stale_factor_is_corrected_when_ordered_mode_would_skip() {
-    let stack = Stack::new().await.unwrap();
-    let mapping = MotoMapping::create(1).unwrap();
-    let watch = Watch::start(&stack, &[("BRONZE_FUNCTION_NAME", &mapping.function)]).unwrap();
-    invoke_all(&watch, &[ordered_event(&mapping.stream_arn, 0..20)]);
-    mapping.set_factor(4).unwrap();
-    for round in 0..3 {
-        invoke_all(
-            &watch,
-            &lane_events(&mapping.stream_arn, 20..RECORDS, round),
-        );
-    }
-    let (distinct, total) = committed(&stack, &mapping.stream).await;
-    assert_eq!(
-        distinct,
-        all_sequence_numbers(0..RECORDS),
-        "{}",
-        watch.log()
-    );
-    assert_eq!(total, RECORDS, "exactly once\n{}", watch.log());
+    let watch = raise_factor_between_invocations(None).await;
     assert!(
         watch
             .log()
