@@ -469,7 +469,9 @@ pub fn kafka_partitions(
     }
     out
 }
+pub mod audit;
 pub mod confluent_server;
+pub mod fault_proxy;
 pub mod mapping;
 pub mod pulsar;
 pub mod pulsar_shim;
