@@ -7,7 +7,7 @@
 //! | write the object | `s3:PutObject` | 503 SlowDown, 500, connection reset, response lost, 403 |
 //! | read the checkpoint | `dynamodb:GetItem` | 503, 500, throttling, reset, response lost, 403 |
 //! | commit | `dynamodb:TransactWriteItems` | the same, `TransactionCanceledException` with each reason, an outage that ends by itself |
-//! | send a dead letter | `sqs:SendMessage` | 503, 500, reset, response lost, 403 (throttling: see `dead_letter_throttling_is_transient`) |
+//! | send a dead letter | `sqs:SendMessage` | 503, 500, reset, response lost, 403 (a throttling outage: `dead_letter_throttling_is_transient`) |
 //!
 //! Each outage scenario lands a first batch, fails the step for every call (so the fault
 //! outlasts the SDK's own retries) while an overlapping batch with a poison record arrives,
@@ -126,9 +126,9 @@ fn retried_faults(step: Step) -> Vec<Fault> {
     faults
 }
 
-/// [`retried_faults`] whose outage the functions answer as the contract says. SQS
-/// throttling that outlasts the retries is answered as permanent, a known bug with its own
-/// test (`dead_letter_throttling_is_transient`); a short one is still absorbed by the SDK.
+/// [`retried_faults`] whose outage the matrix checks. SQS throttling that outlasts the
+/// retries has its own test (`dead_letter_throttling_is_transient`); a short one is absorbed
+/// by the SDK here like every other fault.
 fn outage_faults(step: Step) -> Vec<Fault> {
     let mut faults = retried_faults(step);
     if step == Step::DeadLetter {
@@ -648,17 +648,10 @@ async fn kafka_consumer_with_partial_batch_responses_under_faults() {
     run.report("kafka-consumer (KAFKA_PARTIAL_BATCH_RESPONSE=true)");
 }
 
-/// KNOWN BUG, failing: SQS throttling (`RequestThrottled`, the error SendMessage models)
-/// that outlasts the SDK's retries is classified permanent, because `bronze::aws::classify`
-/// lists only some of the codes the SDK itself retries as throttling (`RequestThrottled`,
-/// `RequestThrottledException`, `TooManyRequestsException`, `LimitExceededException`,
-/// `BandwidthLimitExceeded` and `PriorRequestNotComplete` are missing). The contract
-/// (section 5) says throttling is transient: Kinesis must answer a partial batch response,
-/// Kafka with partial responses `batchItemFailures`; today both fail the invocation with
-/// "permanent failure: RequestThrottled". Nothing is lost (the batch is retried whole), but
-/// the answer is wrong and the failure is counted as permanent. Remove the `ignore` once
-/// `classify` is fixed.
-#[ignore = "KNOWN BUG: SQS RequestThrottled is classified permanent by bronze::aws::classify"]
+/// SQS throttling (`RequestThrottled`, the error SendMessage models) that outlasts the
+/// SDK's retries is transient: Kinesis names the first unlanded record, Kafka in partial mode
+/// names the partition. (`bronze::aws::classify` once knew only some of the SDK's throttling
+/// codes and answered this as a permanent failure.)
 #[tokio::test]
 async fn dead_letter_throttling_is_transient() {
     let mut run = Run::new().await;

@@ -118,10 +118,19 @@ where
                 || status == 429
                 || matches!(
                     code,
+                    // Every throttling code the SDK's own retry classifier knows, plus
+                    // conflicts and timeouts.
                     "SlowDown"
                         | "Throttling"
                         | "ThrottlingException"
                         | "ThrottledException"
+                        | "RequestThrottled"
+                        | "RequestThrottledException"
+                        | "TooManyRequestsException"
+                        | "LimitExceededException"
+                        | "BandwidthLimitExceeded"
+                        | "PriorRequestNotComplete"
+                        | "EC2ThrottledException"
                         | "RequestLimitExceeded"
                         | "ProvisionedThroughputExceededException"
                         | "TransactionConflictException"
