@@ -223,8 +223,23 @@ pub trait SourceProbe {
 
 impl SourceProbe for BaseConsumer {
     fn high_watermark(&self, topic: &str, partition: i32) -> anyhow::Result<Option<u64>> {
-        let (_, high) = self.fetch_watermarks(topic, partition, METADATA_TIMEOUT)?;
-        Ok(u64::try_from(high).ok())
+        use rdkafka::types::RDKafkaErrorCode as Code;
+        match self.fetch_watermarks(topic, partition, METADATA_TIMEOUT) {
+            Ok((_, high)) => Ok(u64::try_from(high).ok()),
+            // A partition this broker does not have (landed from another cluster by a
+            // Lambda mapping, or deleted): nothing to compare with here.
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        Code::UnknownPartition | Code::UnknownTopic | Code::UnknownTopicOrPartition
+                    )
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn offsets(&self, topic: &str, partition: i32, from: u64, to: u64) -> anyhow::Result<Vec<u64>> {
