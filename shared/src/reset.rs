@@ -142,8 +142,13 @@ mod tests {
     use crate::telemetry::Metrics;
     use std::sync::Arc;
 
-    #[tokio::test]
-    async fn a_reset_partition_lands_its_new_records_and_keeps_the_old_ones() {
+    /// In-memory ports, an engine over them and `auto` settings.
+    fn world() -> (
+        Arc<MemoryObjectStore>,
+        Arc<MemoryStateStore>,
+        Lander,
+        StreamSettings,
+    ) {
         let faults = Faults::new();
         let objects = Arc::new(MemoryObjectStore::new(faults.clone()));
         let state = Arc::new(MemoryStateStore::new(faults.clone()));
@@ -160,6 +165,12 @@ mod tests {
             parallelization_factor: 1,
             schema: None,
         };
+        (objects, state, lander, settings)
+    }
+
+    #[tokio::test]
+    async fn a_reset_partition_lands_its_new_records_and_keeps_the_old_ones() {
+        let (objects, state, lander, settings) = world();
         let metrics = Metrics::default();
         let run = RunContext {
             run_id: "r",
@@ -227,22 +238,7 @@ mod tests {
 
     #[tokio::test]
     async fn sweep_deletes_only_unreferenced_objects_at_or_below_the_checkpoint() {
-        let faults = Faults::new();
-        let objects = Arc::new(MemoryObjectStore::new(faults.clone()));
-        let state = Arc::new(MemoryStateStore::new(faults.clone()));
-        let lander = Lander::new(
-            objects.clone(),
-            state.clone(),
-            Arc::new(MemoryDlq::new(faults)),
-            "bronze",
-        );
-        let settings = StreamSettings {
-            group: None,
-            payload_format: PayloadFormat::Auto,
-            key_strategy: KeyStrategy::Raw,
-            parallelization_factor: 1,
-            schema: None,
-        };
+        let (objects, state, lander, settings) = world();
         let metrics = Metrics::default();
         let run = RunContext {
             run_id: "r",
