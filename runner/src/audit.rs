@@ -2,7 +2,7 @@
 
 use crate::config::RunnerConfig;
 use crate::secrets::SaslCredentials;
-use bronze::cursor::{Cursor, KafkaOffset, PulsarMessageId, SequenceNumber};
+use bronze::cursor::{Cursor, KafkaOffset, KinesisCursor, PulsarMessageId};
 use bronze::ports::{ObjectStore, StateStore};
 use bronze::record::{PartitionId, Source};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -179,7 +179,7 @@ pub fn status_table(rows: &[StatusRow]) -> String {
 fn display_cursor(source: Source, sortable: &str) -> String {
     match source {
         Source::Kafka => KafkaOffset::parse(sortable).map(|c| c.to_string()),
-        Source::Kinesis => SequenceNumber::parse(sortable).map(|c| c.to_string()),
+        Source::Kinesis => KinesisCursor::parse(sortable).map(|c| c.to_string()),
         Source::Pulsar => PulsarMessageId::parse(sortable).map(|c| c.to_string()),
     }
     .unwrap_or_else(|_| sortable.to_owned())

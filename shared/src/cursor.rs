@@ -140,6 +140,103 @@ impl Cursor for SequenceNumber {
     }
 }
 
+/// A Kinesis record's position in its shard: the sequence number Kinesis gave the record
+/// and, for a user record inside a KPL aggregate, its index in the aggregate (the KCL's
+/// sub-sequence number, `checkpointSubSequenceNumber`).
+///
+/// Ordered by sequence number, then sub-sequence, with a plain record (no sub-sequence)
+/// before any sub-sequence of the same number (one Kinesis record is either plain or an
+/// aggregate, never both). Display form `<sequence>` for a plain record and
+/// `<sequence>:<sub>` for a user record. Sortable form: the 128-digit sequence, followed for
+/// a user record by the sub-sequence in 10 digits, so a plain record's sortable form is
+/// exactly what [`SequenceNumber`] wrote before deaggregation existed and checkpoints written
+/// then still compare correctly.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KinesisCursor {
+    /// The Kinesis record's sequence number (the aggregate's, for a user record).
+    pub sequence: SequenceNumber,
+    /// The user record's index inside its KPL aggregate; `None` for a plain record.
+    pub sub: Option<u32>,
+}
+
+const KINESIS_SUB_WIDTH: usize = 10;
+
+impl KinesisCursor {
+    /// A plain (not aggregated) record.
+    pub fn plain(sequence: SequenceNumber) -> Self {
+        Self {
+            sequence,
+            sub: None,
+        }
+    }
+
+    /// User record `sub` of the aggregate stored at `sequence`.
+    pub fn user_record(sequence: SequenceNumber, sub: u32) -> Self {
+        Self {
+            sequence,
+            sub: Some(sub),
+        }
+    }
+}
+
+impl From<SequenceNumber> for KinesisCursor {
+    fn from(sequence: SequenceNumber) -> Self {
+        Self::plain(sequence)
+    }
+}
+
+impl fmt::Display for KinesisCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.sub {
+            None => write!(f, "{}", self.sequence),
+            Some(sub) => write!(f, "{}:{sub}", self.sequence),
+        }
+    }
+}
+
+impl FromStr for KinesisCursor {
+    type Err = CursorError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        <Self as Cursor>::parse(s)
+    }
+}
+
+impl Cursor for KinesisCursor {
+    fn sortable(&self) -> String {
+        let mut out = self.sequence.sortable();
+        if let Some(sub) = self.sub {
+            out.push_str(&format!("{sub:0w$}", w = KINESIS_SUB_WIDTH));
+        }
+        out
+    }
+
+    fn parse(text: &str) -> Result<Self, CursorError> {
+        let sub = |digits: &str| -> Result<u32, CursorError> {
+            significant_digits(digits)?
+                .parse::<u32>()
+                .map_err(|_| CursorError::TooLong {
+                    value: text.to_owned(),
+                    digits: digits.len(),
+                    max: KINESIS_SUB_WIDTH,
+                })
+        };
+        if let Some((sequence, index)) = text.split_once(':') {
+            return Ok(Self::user_record(
+                SequenceNumber::parse(sequence)?,
+                sub(index)?,
+            ));
+        }
+        if text.len() == SEQUENCE_NUMBER_MAX_DIGITS + KINESIS_SUB_WIDTH {
+            let (sequence, index) = text.split_at(SEQUENCE_NUMBER_MAX_DIGITS);
+            return Ok(Self::user_record(
+                SequenceNumber::parse(sequence)?,
+                sub(index)?,
+            ));
+        }
+        SequenceNumber::parse(text).map(Self::plain)
+    }
+}
+
 /// A Pulsar message id within one (non-partitioned topic or) partition: ledger, entry and
 /// the index inside a batch message. Ordered by ledger, then entry, then batch index, which
 /// is the order a partition's broker assigns them. Display form `ledger:entry:batch`; the
@@ -332,6 +429,37 @@ mod tests {
         assert!(PulsarMessageId::new(1, 9, Some(0)) < PulsarMessageId::new(1, 9, Some(1)));
     }
 
+    fn kc(s: &str) -> KinesisCursor {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn kinesis_cursor_forms_and_old_checkpoints() {
+        let plain = kc("49590338271490256608559692538361571095921575989136588898");
+        // A plain record's sortable form is what the sequence number alone wrote before.
+        assert_eq!(plain.sortable(), plain.sequence.sortable());
+        assert_eq!(plain.to_string(), plain.sequence.to_string());
+        let user = KinesisCursor::user_record(plain.sequence.clone(), 7);
+        assert_eq!(user.to_string(), format!("{}:7", plain.sequence));
+        assert_eq!(user.sortable().len(), 138);
+        assert_eq!(kc(&user.sortable()), user);
+        assert_eq!(kc(&user.to_string()), user);
+        assert_eq!(kc(&plain.sortable()), plain);
+        // The plain form of a number sorts before its user records, which sort by index.
+        assert!(plain < user);
+        assert!(plain.sortable() < user.sortable());
+        assert!(
+            KinesisCursor::user_record(plain.sequence.clone(), 9)
+                < KinesisCursor::user_record(plain.sequence.clone(), 10)
+        );
+        // A later record is later whatever the sub-sequences.
+        let next = kc("49590338271490256608559692538361571095921575989136588899");
+        assert!(KinesisCursor::user_record(plain.sequence.clone(), u32::MAX) < next);
+        assert!(KinesisCursor::parse("1:x").is_err());
+        assert!(KinesisCursor::parse("1:99999999999").is_err());
+        assert!(KinesisCursor::parse(":1").is_err());
+    }
+
     proptest! {
         #[test]
         fn sequence_order_matches_sortable_text_order(a in "[0-9]{1,128}", b in "[0-9]{1,128}") {
@@ -343,6 +471,18 @@ mod tests {
         #[test]
         fn sequence_order_matches_u64_order_where_it_fits(a: u64, b: u64) {
             prop_assert_eq!(seq(&a.to_string()).cmp(&seq(&b.to_string())), a.cmp(&b));
+        }
+
+        #[test]
+        fn kinesis_cursor_order_matches_sortable_text_order(
+            a in "[0-9]{1,128}", b in "[0-9]{1,128}",
+            sa in proptest::option::of(any::<u32>()), sb in proptest::option::of(any::<u32>()),
+        ) {
+            let x = KinesisCursor { sequence: seq(&a), sub: sa };
+            let y = KinesisCursor { sequence: seq(&b), sub: sb };
+            prop_assert_eq!(x.cmp(&y), x.sortable().cmp(&y.sortable()));
+            prop_assert_eq!(KinesisCursor::parse(&x.sortable()).unwrap(), x.clone());
+            prop_assert_eq!(KinesisCursor::parse(&x.to_string()).unwrap(), x);
         }
 
         #[test]

@@ -27,6 +27,8 @@ pub struct StreamMetrics {
     pub errors: u64,
     /// Deliveries refused because the source's cursors restarted below the checkpoint.
     pub cursor_restarts: u64,
+    /// Kinesis records with the KPL magic bytes that could not be deaggregated (landed whole).
+    pub undecodable_aggregates: u64,
     /// Lag in ms: Kinesis iterator age, Kafka age of the newest record (max seen).
     pub lag_ms: Option<i64>,
 }
@@ -111,6 +113,7 @@ pub fn emf_document(
         serde_json::json!({"Name": "DeadLetters", "Unit": "Count"}),
         serde_json::json!({"Name": "Errors", "Unit": "Count"}),
         serde_json::json!({"Name": "CursorRestarts", "Unit": "Count"}),
+        serde_json::json!({"Name": "UndecodableAggregates", "Unit": "Count"}),
         serde_json::json!({"Name": "Retries", "Unit": "Count"}),
     ];
     let mut doc = serde_json::json!({
@@ -122,6 +125,7 @@ pub fn emf_document(
         "DeadLetters": m.dead_letters,
         "Errors": m.errors,
         "CursorRestarts": m.cursor_restarts,
+        "UndecodableAggregates": m.undecodable_aggregates,
         "Retries": retries,
     });
     if let Some(lag) = m.lag_ms {
@@ -320,6 +324,34 @@ impl CursorRestartDetected<'_> {
             "source cursors restarted below the checkpoint: refusing to skip records as already landed"
         );
         metrics.update(self.partition, |m| m.cursor_restarts += 1);
+    }
+}
+
+/// A Kinesis record starts with the KPL magic bytes but is not a valid aggregate (digest
+/// mismatch, undecodable protobuf, a key index outside its tables): it lands whole, as the
+/// raw record, which is what AWS's deaggregators do.
+#[derive(Debug)]
+pub struct AggregateUndecodable<'a> {
+    /// The shard.
+    pub partition: &'a PartitionId,
+    /// The record's cursor (display form).
+    pub cursor: &'a str,
+    /// What is wrong with it.
+    pub reason: &'a str,
+    /// The run id.
+    pub run_id: &'a str,
+}
+
+impl AggregateUndecodable<'_> {
+    /// Logs and counts the event.
+    pub fn emit(&self, metrics: &Metrics) {
+        tracing::warn!(
+            source = %self.partition.source, stream = %self.partition.stream,
+            partition = %self.partition.partition, cursor = self.cursor,
+            reason = self.reason, run_id = self.run_id,
+            "record has the KPL magic bytes but does not deaggregate: landing it whole"
+        );
+        metrics.update(self.partition, |m| m.undecodable_aggregates += 1);
     }
 }
 

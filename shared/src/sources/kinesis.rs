@@ -6,10 +6,11 @@
 
 pub use super::event::KinesisEvent;
 use super::event::seconds_text_to_millis;
+use super::kpl;
 use super::{App, SourceError, failures, land_all, newest_record_age, prepare};
-use crate::cursor::{Cursor, SequenceNumber};
+use crate::cursor::{Cursor, KinesisCursor, SequenceNumber};
 use crate::engine::RunContext;
-use crate::record::{PartitionBatch, PartitionId, Record, Source, group_by_partition};
+use crate::record::{Header, PartitionBatch, PartitionId, Record, Source, group_by_partition};
 use crate::telemetry::Metrics;
 use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use base64::Engine as _;
@@ -24,19 +25,55 @@ pub fn stream_name(arn: &str) -> Option<&str> {
 /// The `eventSource` of every record a Kinesis event source mapping delivers.
 pub const EVENT_SOURCE: &str = "aws:kinesis";
 
+/// A record that starts with the KPL magic bytes but could not be deaggregated; it lands
+/// whole, as the raw record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndecodableAggregate {
+    /// Its shard.
+    pub partition: PartitionId,
+    /// Its cursor.
+    pub cursor: KinesisCursor,
+    /// Why it could not be deaggregated.
+    pub reason: String,
+}
+
+/// The header a user record's explicit hash key lands under (Kinesis records have no headers
+/// of their own, so the name cannot collide).
+pub const EXPLICIT_HASH_KEY_HEADER: &str = "kinesis.explicit_hash_key";
+
+/// Turns an event into partition batches, keeping each record's arrival time for lag.
+/// See [`to_batches_reporting`]; this drops the report of undecodable aggregates.
+pub fn to_batches(event: KinesisEvent) -> Result<Vec<PartitionBatch<KinesisCursor>>, SourceError> {
+    to_batches_reporting(event).map(|(batches, _)| batches)
+}
+
 /// Turns an event into partition batches, keeping each record's arrival time for lag.
 /// Takes the event by value so payloads move into the records instead of being copied.
+///
+/// KPL aggregated records are deaggregated ([`super::kpl`]): each user record becomes its
+/// own record with cursor `(sequence number, index)`, its own partition key and its explicit
+/// hash key (as the [`EXPLICIT_HASH_KEY_HEADER`] header). A record with the magic bytes that
+/// does not deaggregate is kept whole and reported in the second value.
 ///
 /// A record from another event source, or without its shard, stream or a valid sequence
 /// number, fails the event with [`SourceError::MalformedEvent`]. A `data` field that is not
 /// valid base64 makes that record poison (dead-lettered with the text as it came).
-pub fn to_batches(event: KinesisEvent) -> Result<Vec<PartitionBatch<SequenceNumber>>, SourceError> {
+pub fn to_batches_reporting(
+    event: KinesisEvent,
+) -> Result<
+    (
+        Vec<PartitionBatch<KinesisCursor>>,
+        Vec<UndecodableAggregate>,
+    ),
+    SourceError,
+> {
     let malformed = |index: usize, reason: String| SourceError::MalformedEvent {
         source_kind: "kinesis",
         index,
         reason,
     };
     let mut records = Vec::with_capacity(event.records.len());
+    let mut undecodable = Vec::new();
     for (index, r) in event.records.into_iter().enumerate() {
         match r.event_source.as_deref() {
             Some(EVENT_SOURCE) => {}
@@ -66,7 +103,7 @@ pub fn to_batches(event: KinesisEvent) -> Result<Vec<PartitionBatch<SequenceNumb
             .and_then(stream_name)
             .filter(|name| !name.is_empty())
             .ok_or_else(|| malformed(index, "eventSourceARN is not a Kinesis stream ARN".into()))?;
-        let cursor = SequenceNumber::parse(&r.kinesis.sequence_number)
+        let sequence = SequenceNumber::parse(&r.kinesis.sequence_number)
             .map_err(|e| malformed(index, e.to_string()))?;
         let timestamp_ms = r
             .kinesis
@@ -75,27 +112,64 @@ pub fn to_batches(event: KinesisEvent) -> Result<Vec<PartitionBatch<SequenceNumb
             .map(|t| seconds_text_to_millis(t.get()))
             .transpose()
             .map_err(|e| malformed(index, format!("approximateArrivalTimestamp {e}")))?;
-        let (payload, defect) = match B64.decode(r.kinesis.data.as_bytes()) {
-            Ok(bytes) => (bytes, None),
-            Err(e) => (
-                r.kinesis.data.into_bytes(),
-                Some(format!("data is not valid base64 ({e})")),
-            ),
+        let id = PartitionId::new(Source::Kinesis, stream, shard);
+        let partition_key = r.kinesis.partition_key;
+        let record = |cursor, key: String, headers, payload, defect| Record {
+            cursor,
+            key: Some(key.into_bytes()),
+            headers,
+            timestamp_ms,
+            payload: Some(payload),
+            defect,
+            schema_id: None,
         };
-        records.push((
-            PartitionId::new(Source::Kinesis, stream, shard),
-            Record {
-                cursor,
-                key: Some(r.kinesis.partition_key.into_bytes()),
-                headers: Vec::new(),
-                timestamp_ms,
-                payload: Some(payload),
-                defect,
-                schema_id: None,
-            },
-        ));
+        let bytes = match B64.decode(r.kinesis.data.as_bytes()) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let defect = Some(format!("data is not valid base64 ({e})"));
+                let payload = r.kinesis.data.into_bytes();
+                let cursor = KinesisCursor::plain(sequence);
+                records.push((
+                    id,
+                    record(cursor, partition_key, Vec::new(), payload, defect),
+                ));
+                continue;
+            }
+        };
+        match kpl::deaggregate(bytes) {
+            kpl::Deaggregated::Plain(payload) => {
+                let cursor = KinesisCursor::plain(sequence);
+                records.push((id, record(cursor, partition_key, Vec::new(), payload, None)));
+            }
+            kpl::Deaggregated::Undecodable { data, reason } => {
+                let cursor = KinesisCursor::plain(sequence);
+                undecodable.push(UndecodableAggregate {
+                    partition: id.clone(),
+                    cursor: cursor.clone(),
+                    reason,
+                });
+                records.push((id, record(cursor, partition_key, Vec::new(), data, None)));
+            }
+            kpl::Deaggregated::Aggregate(users) => {
+                for (sub, user) in (0u32..).zip(users) {
+                    let cursor = KinesisCursor::user_record(sequence.clone(), sub);
+                    let headers = user
+                        .explicit_hash_key
+                        .map(|hash| Header {
+                            key: EXPLICIT_HASH_KEY_HEADER.to_owned(),
+                            value: Some(hash.into_bytes()),
+                        })
+                        .into_iter()
+                        .collect();
+                    records.push((
+                        id.clone(),
+                        record(cursor, user.partition_key, headers, user.data, None),
+                    ));
+                }
+            }
+        }
     }
-    Ok(group_by_partition(records))
+    Ok((group_by_partition(records), undecodable))
 }
 
 /// Handles one Kinesis event.
@@ -112,7 +186,16 @@ pub async fn handle(
     metrics: &Metrics,
 ) -> Result<KinesisEventResponse, SourceError> {
     let sources = event_source_arns(&event);
-    let batches = to_batches(event)?;
+    let (batches, undecodable) = to_batches_reporting(event)?;
+    for u in &undecodable {
+        crate::telemetry::AggregateUndecodable {
+            partition: &u.partition,
+            cursor: &u.cursor.to_string(),
+            reason: &u.reason,
+            run_id,
+        }
+        .emit(metrics);
+    }
     let mut prepared = prepare(&app.connector, batches, |b| newest_record_age(b, now_ms))?;
     for p in &mut prepared {
         landing_mode(app, &p.batch.id.stream, &sources, false)
@@ -135,10 +218,11 @@ pub async fn handle(
     }
     let mut response = KinesisEventResponse::default();
     // Lambda retries from the lowest sequence number reported; report each shard's first
-    // unlanded record.
+    // unlanded record (for a user record, its aggregate's sequence number: the retry delivers
+    // the whole aggregate again and the user records already landed are skipped by index).
     for (_, first_unlanded, _) in transient {
         let mut failure = KinesisBatchItemFailure::default();
-        failure.item_identifier = Some(first_unlanded.to_string());
+        failure.item_identifier = Some(first_unlanded.sequence.to_string());
         response.batch_item_failures.push(failure);
     }
     Ok(response)
@@ -185,8 +269,8 @@ async fn landing_mode(
 /// land a duplicate, never lose one).
 async fn recheck_skipped(
     app: &App,
-    prepared: &[super::Prepared<SequenceNumber>],
-    outcomes: &mut [(PartitionId, crate::engine::PartitionOutcome<SequenceNumber>)],
+    prepared: &[super::Prepared<KinesisCursor>],
+    outcomes: &mut [(PartitionId, crate::engine::PartitionOutcome<KinesisCursor>)],
     sources: &std::collections::HashMap<String, String>,
     run: RunContext<'_>,
 ) -> Result<(), SourceError> {
@@ -273,7 +357,144 @@ mod tests {
             batches[0]
                 .records
                 .iter()
-                .all(|r| r.cursor.as_str().len() == 56)
+                .all(|r| r.cursor.sub.is_none() && r.cursor.sequence.as_str().len() == 56)
+        );
+    }
+
+    fn record(seq: &str, key: &str, data: &[u8]) -> serde_json::Value {
+        serde_json::json!({
+            "kinesis": {
+                "kinesisSchemaVersion": "1.0",
+                "partitionKey": key,
+                "sequenceNumber": seq,
+                "data": B64.encode(data),
+                "approximateArrivalTimestamp": 1764201600.5
+            },
+            "eventSource": "aws:kinesis",
+            "eventVersion": "1.0",
+            "eventID": format!("shardId-000000000001:{seq}"),
+            "eventName": "aws:kinesis:record",
+            "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/clicks"
+        })
+    }
+
+    fn event(records: Vec<serde_json::Value>) -> KinesisEvent {
+        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+    }
+
+    fn users() -> Vec<kpl::UserRecord> {
+        vec![
+            kpl::UserRecord {
+                partition_key: "a".into(),
+                explicit_hash_key: None,
+                data: b"{\"n\":1}".to_vec(),
+            },
+            kpl::UserRecord {
+                partition_key: "b".into(),
+                explicit_hash_key: Some("42".into()),
+                data: b"{\"n\":2}".to_vec(),
+            },
+            kpl::UserRecord {
+                partition_key: "a".into(),
+                explicit_hash_key: None,
+                data: b"{\"n\":3}".to_vec(),
+            },
+        ]
+    }
+
+    #[test]
+    fn aggregates_become_one_record_per_user_record() {
+        let mut bad = kpl::aggregate(&users());
+        bad[5] ^= 1;
+        let (batches, undecodable) = to_batches_reporting(event(vec![
+            record("10", "p", b"{}"),
+            record("20", "ignored", &kpl::aggregate(&users())),
+            record("30", "q", &bad),
+        ]))
+        .unwrap();
+        let records = &batches[0].records;
+        let cursors: Vec<String> = records.iter().map(|r| r.cursor.to_string()).collect();
+        assert_eq!(cursors, ["10", "20:0", "20:1", "20:2", "30"]);
+        let keys: Vec<&[u8]> = records.iter().map(|r| r.key.as_deref().unwrap()).collect();
+        assert_eq!(keys, [&b"p"[..], b"a", b"b", b"a", b"q"]);
+        assert_eq!(records[2].payload.as_deref(), Some(&b"{\"n\":2}"[..]));
+        assert_eq!(
+            records[2].headers,
+            vec![Header {
+                key: EXPLICIT_HASH_KEY_HEADER.into(),
+                value: Some(b"42".to_vec())
+            }]
+        );
+        assert!(records[1].headers.is_empty());
+        assert!(
+            records
+                .iter()
+                .all(|r| r.timestamp_ms == Some(1_764_201_600_500))
+        );
+        // The undecodable aggregate lands whole and is reported.
+        assert_eq!(records[4].payload.as_deref(), Some(&bad[..]));
+        assert_eq!(undecodable.len(), 1);
+        assert_eq!(undecodable[0].cursor.to_string(), "30");
+        assert!(undecodable[0].reason.contains("MD5"));
+    }
+
+    /// A checkpoint inside an aggregate (the runner may land part of one): the redelivered
+    /// aggregate lands only its user records above it.
+    #[tokio::test]
+    async fn a_checkpoint_inside_an_aggregate_skips_by_sub_sequence() {
+        use crate::engine::{Lander, PartitionOutcome};
+        use crate::memory::{Faults, MemoryDlq, MemoryObjectStore, MemoryStateStore};
+        use std::sync::Arc;
+        let faults = Faults::new();
+        let state = Arc::new(MemoryStateStore::new(faults.clone()));
+        let lander = Lander::new(
+            Arc::new(MemoryObjectStore::new(faults.clone())),
+            state.clone(),
+            Arc::new(MemoryDlq::new(faults)),
+            "bronze",
+        );
+        let connector = crate::config::ConnectorConfig::from_yaml(include_str!(
+            "../../../config/connector.yaml"
+        ))
+        .unwrap();
+        let settings = connector
+            .stream(Source::Kinesis, "clickstream")
+            .unwrap()
+            .clone();
+        let metrics = Metrics::default();
+        let run = RunContext {
+            run_id: "r",
+            now_ms: 1_764_201_600_600,
+            metrics: &metrics,
+        };
+        let all = to_batches(event(vec![record("20", "k", &kpl::aggregate(&users()))]))
+            .unwrap()
+            .remove(0);
+        let first_two = PartitionBatch {
+            id: all.id.clone(),
+            records: all.records[..2].to_vec(),
+        };
+        assert!(matches!(
+            lander.land(&first_two, &settings, run).await,
+            PartitionOutcome::Landed { .. }
+        ));
+        match lander.land(&all, &settings, run).await {
+            PartitionOutcome::Landed { commit, skipped } => {
+                assert_eq!((commit.records, skipped), (1, 2));
+                assert_eq!(
+                    commit.first,
+                    KinesisCursor::parse("20:2").unwrap().sortable()
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let checkpoint = crate::ports::StateStore::checkpoint(&*state, &all.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            checkpoint.cursor,
+            KinesisCursor::parse("20:2").unwrap().sortable()
         );
     }
 }

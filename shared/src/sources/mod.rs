@@ -4,6 +4,7 @@
 pub mod event;
 pub mod kafka;
 pub mod kinesis;
+pub mod kpl;
 
 use crate::aws::{DynamoStateStore, S3ObjectStore, SqsDeadLetterQueue};
 use crate::config::{
