@@ -2,7 +2,7 @@
 
 use crate::config::{RunnerConfig, SaslMechanism};
 use crate::pipeline::{Pipeline, Shared};
-use crate::{audit, http, kafka, pulsar, secrets};
+use crate::{audit, http, kafka, kinesis, pulsar, secrets};
 use anyhow::Context;
 use bronze::aws::{DynamoStateStore, S3ObjectStore, SqsDeadLetterQueue};
 use bronze::config::{ConnectorConfig, EnvConfig};
@@ -130,6 +130,23 @@ pub async fn run(config: String) -> anyhow::Result<ExitCode> {
         let shared = Arc::new(Shared::default());
         let (pipeline_task, consumer_task) = pulsar::start(
             p,
+            &setup,
+            lander.clone(),
+            state.clone(),
+            shared.clone(),
+            &run_id,
+            stop.clone(),
+        )
+        .await?;
+        pipelines.push(pipeline_task);
+        consumers.push(consumer_task);
+        shareds.push(shared);
+    }
+    if let Some(k) = runner.kinesis.clone() {
+        let shared = Arc::new(Shared::default());
+        tracing::info!(streams = ?k.streams, run_id = %run_id, "starting the Kinesis readers");
+        let (pipeline_task, consumer_task) = kinesis::start(
+            k,
             &setup,
             lander.clone(),
             state.clone(),

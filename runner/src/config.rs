@@ -32,6 +32,9 @@ pub struct RunnerConfig {
     /// Pulsar subscription settings, when the runner reads Pulsar.
     #[serde(default)]
     pub pulsar: Option<PulsarConfig>,
+    /// Kinesis streams read with shard leases, when the runner reads Kinesis.
+    #[serde(default)]
+    pub kinesis: Option<KinesisConfig>,
     /// The memory bound.
     #[serde(default)]
     pub buffer: BufferConfig,
@@ -230,6 +233,74 @@ pub struct PulsarConfig {
     pub token_secret_arn: Option<String>,
 }
 
+/// Where a Kinesis shard without a checkpoint starts.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KinesisStart {
+    /// The oldest record in the shard (the default: Bronze keeps everything).
+    #[default]
+    TrimHorizon,
+    /// Only records written after the shard is first leased.
+    Latest,
+    /// Records from `start_timestamp_ms` on.
+    AtTimestamp,
+}
+
+/// Kinesis settings: streams, where a shard without a checkpoint starts, shard leases and
+/// polling. Leases live in the state table (see `crate::leases`); runners reading the same
+/// streams with the same table share the shards.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KinesisConfig {
+    /// Stream names.
+    pub streams: Vec<String>,
+    /// `trim_horizon` (default), `latest` or `at_timestamp`.
+    #[serde(default)]
+    pub start_from: KinesisStart,
+    /// With `at_timestamp`: ms since the epoch.
+    #[serde(default)]
+    pub start_timestamp_ms: Option<i64>,
+    /// How long a lease holds without a heartbeat: a runner that stops renewing loses its
+    /// shards to the others after this.
+    #[serde(default = "default_lease_ms")]
+    pub lease_duration_ms: u64,
+    /// How often leases are renewed, taken and balanced (below a third of the lease).
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// How often ListShards runs: the delay before a new shard (after a reshard) is read.
+    #[serde(default = "default_discovery_ms")]
+    pub discovery_interval_ms: u64,
+    /// The pause after a GetRecords that returned nothing new (at least 200 ms: Kinesis
+    /// allows 5 reads per second per shard, shared by every polling consumer).
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Records per GetRecords call (at most 10,000).
+    #[serde(default = "default_get_records_limit")]
+    pub max_records: i32,
+    /// Leases taken from other runners per heartbeat when the shards are unevenly spread.
+    #[serde(default = "default_steals")]
+    pub max_steals_per_heartbeat: usize,
+}
+
+fn default_lease_ms() -> u64 {
+    10_000
+}
+fn default_heartbeat_ms() -> u64 {
+    3_000
+}
+fn default_discovery_ms() -> u64 {
+    30_000
+}
+fn default_poll_ms() -> u64 {
+    1_000
+}
+fn default_get_records_limit() -> i32 {
+    10_000
+}
+fn default_steals() -> usize {
+    1
+}
+
 /// The memory bound.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -398,8 +469,34 @@ impl RunnerConfig {
                 reason: reason.to_owned(),
             })
         };
-        if self.kafka.is_none() && self.pulsar.is_none() {
-            return invalid("kafka", "configure `kafka`, `pulsar` or both");
+        if self.kafka.is_none() && self.pulsar.is_none() && self.kinesis.is_none() {
+            return invalid("kafka", "configure `kafka`, `pulsar`, `kinesis` or several");
+        }
+        if let Some(k) = &self.kinesis {
+            if k.streams.is_empty() || k.streams.iter().any(|s| s.trim().is_empty()) {
+                return invalid("kinesis.streams", "list one or more stream names");
+            }
+            if k.heartbeat_ms == 0 || k.heartbeat_ms.saturating_mul(3) > k.lease_duration_ms {
+                return invalid(
+                    "kinesis.heartbeat_ms",
+                    "must be above 0 and at most a third of lease_duration_ms",
+                );
+            }
+            if (k.start_from == KinesisStart::AtTimestamp) != k.start_timestamp_ms.is_some() {
+                return invalid(
+                    "kinesis.start_timestamp_ms",
+                    "required with start_from: at_timestamp, and only then",
+                );
+            }
+            if k.poll_interval_ms < 200 {
+                return invalid(
+                    "kinesis.poll_interval_ms",
+                    "at least 200 (Kinesis allows 5 GetRecords per second per shard)",
+                );
+            }
+            if !(1..=10_000).contains(&k.max_records) {
+                return invalid("kinesis.max_records", "between 1 and 10000");
+            }
         }
         if let Some(k) = &self.kafka {
             if k.bootstrap_servers.trim().is_empty() {
@@ -617,5 +714,41 @@ runner:
             RunnerConfig::from_connector(&c),
             Err(RunnerConfigError::Missing)
         ));
+    }
+
+    #[test]
+    fn kinesis_section_parses_and_is_checked() {
+        let c = RunnerConfig::from_connector(&connector(
+            "  kinesis:\n    streams: [orders, clicks]\n    start_from: at_timestamp\n    start_timestamp_ms: 1764201600000\n",
+        ))
+        .unwrap();
+        let k = c.kinesis.unwrap();
+        assert_eq!(k.streams, ["orders", "clicks"]);
+        assert_eq!(k.start_from, KinesisStart::AtTimestamp);
+        assert_eq!(k.start_timestamp_ms, Some(1_764_201_600_000));
+        assert_eq!((k.lease_duration_ms, k.heartbeat_ms), (10_000, 3_000));
+        let c = RunnerConfig::from_connector(&connector(
+            "  kinesis:\n    streams: [orders]\n    start_from: latest\n",
+        ))
+        .unwrap();
+        assert_eq!(c.kinesis.unwrap().start_from, KinesisStart::Latest);
+        assert!(
+            error("  kinesis:\n    streams: []\n").starts_with("runner.kinesis.streams:"),
+            "{}",
+            error("  kinesis:\n    streams: []\n")
+        );
+        assert!(
+            error("  kinesis:\n    streams: [a]\n    heartbeat_ms: 5000\n")
+                .starts_with("runner.kinesis.heartbeat_ms:")
+        );
+        assert!(
+            error("  kinesis:\n    streams: [a]\n    poll_interval_ms: 10\n")
+                .starts_with("runner.kinesis.poll_interval_ms:")
+        );
+        assert!(error("  kinesis:\n    streams: [a]\n    shards: 2\n").contains("shards"));
+        assert!(
+            error("  kinesis:\n    streams: [a]\n    start_from: at_timestamp\n")
+                .starts_with("runner.kinesis.start_timestamp_ms:")
+        );
     }
 }

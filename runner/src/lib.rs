@@ -1,6 +1,7 @@
 //! # streaming-connector: the long-running runner
 //!
-//! Consumes Kafka (rdkafka consumer groups) and Pulsar (the `pulsar` crate) and lands with
+//! Consumes Kafka (rdkafka consumer groups), Pulsar (the `pulsar` crate) and Kinesis
+//! (GetRecords with shard leases) and lands with
 //! the same engine, keys and checkpoints as the Lambda functions (`bronze`), so a stream can
 //! move between the two in either direction.
 //!
@@ -14,6 +15,8 @@
 //! - [`kafka`]: the consumer thread: rebalance callbacks against the state registry,
 //!   pause/resume backpressure, MSK IAM tokens, advisory offset commits.
 //! - [`pulsar`]: the Pulsar consumer: message ids as cursors, acknowledgement after commit.
+//! - [`kinesis`]: Kinesis GetRecords readers per leased shard, discovery, resharding.
+//! - [`leases`]: shard leases in the state table and the balancing decision.
 //! - [`secrets`]: credentials from Secrets Manager, never printed.
 //! - [`audit`]: `discover`, `status` and `verify`.
 //! - [`http`]: Prometheus `/metrics` and `/healthz`.
@@ -26,6 +29,8 @@ pub mod concurrency;
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod kinesis;
+pub mod leases;
 pub mod pipeline;
 pub mod pulsar;
 pub mod secrets;
