@@ -83,6 +83,19 @@ RUNNER_ONLY = {
     "VpcSubnetIds": SUBNETS,
     "VpcSecurityGroupIds": SECURITY_GROUPS,
 }
+# The runner on ECS with EC2 capacity (an Auto Scaling group of Graviton instances).
+RUNNER_EC2 = {**RUNNER_ONLY, "RunnerCapacity": "ec2"}
+ALL_EC2 = {**ALL, "RunnerCapacity": "ec2"}
+# What the EC2 capacity adds; none of it may exist with RunnerCapacity=fargate.
+EC2_CAPACITY_TYPES = {
+    "AWS::AutoScaling::AutoScalingGroup",
+    "AWS::EC2::LaunchTemplate",
+    "AWS::IAM::InstanceProfile",
+    "AWS::ECS::CapacityProvider",
+    "AWS::ECS::ClusterCapacityProviderAssociations",
+}
+SSM_CORE = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}
+ECS_AL2023_ARM64_AMI = "/aws/service/ecs/optimized-ami/amazon-linux-2023/arm64/recommended/image_id"
 
 ESM = "AWS::Lambda::EventSourceMapping"
 KAFKA_MAPPINGS = [f"MskMapping{i}" for i in range(4)] + [f"SelfManagedMapping{i}" for i in range(4)]
@@ -476,7 +489,9 @@ class TestLeastPrivilege:
         assert len(statements) > 20, "the walker must see the roles' statements"
         assert wildcard_violations(translated) == []
 
-    @pytest.mark.parametrize("overrides", [ALL, ALL_SCRAM_KMS_PROVISIONED, KINESIS_ONLY, MSK_ONLY, SELF_MANAGED_ONLY])
+    @pytest.mark.parametrize(
+        "overrides", [ALL, ALL_SCRAM_KMS_PROVISIONED, KINESIS_ONLY, MSK_ONLY, SELF_MANAGED_ONLY, ALL_EC2, RUNNER_EC2]
+    )
     def test_no_data_action_on_every_resource_once_deployed(self, translated, overrides):
         assert wildcard_violations(render(translated, overrides)) == []
 
@@ -494,6 +509,8 @@ class TestLeastPrivilege:
             # AWS Lambda): IAM accepts only "*". It reads mapping settings, never records;
             # the Kinesis function learns its ParallelizationFactor with it.
             "lambda:ListEventSourceMappings",
+            # The ECS agent on the runner's EC2 instances; no resource type either.
+            "ecs:DiscoverPollEndpoint",
         }
         for owner, statement in policy_statements(translated):
             if "*" in list(_strings(statement.get("Resource", []))):
@@ -537,7 +554,10 @@ class TestLeastPrivilege:
         assert {"KinesisConsumerFunctionRole", "KafkaConsumerFunctionRole", "RunnerTaskRole"} <= set(roles)
         for name, role in roles.items():
             for arn in role["Properties"].get("ManagedPolicyArns", []):
-                if isinstance(arn, dict):
+                if name == "RunnerInstanceRole":
+                    # Session Manager on the runner's EC2 instances (no SSH); nothing of the data.
+                    assert arn == SSM_CORE, name
+                elif isinstance(arn, dict):
                     assert arn == {"Ref": "LandingAccessPolicy"}, name
                 else:
                     assert arn in allowed, f"{name} attaches {arn}"
@@ -959,7 +979,7 @@ class TestRunner:
         stack = render(translated, ALL)
         p = props(stack, "RunnerTaskDefinition")
         assert p["RuntimePlatform"] == {"CpuArchitecture": "ARM64", "OperatingSystemFamily": "LINUX"}
-        assert p["NetworkMode"] == "awsvpc" and p["RequiresCompatibilities"] == ["FARGATE"]
+        assert p["NetworkMode"] == "awsvpc" and sorted(p["RequiresCompatibilities"]) == ["EC2", "FARGATE"]
         assert p["ExecutionRoleArn"] == {"Fn::GetAtt": ["RunnerExecutionRole", "Arn"]}
         assert p["TaskRoleArn"] == {"Fn::GetAtt": ["RunnerTaskRole", "Arn"]}
         (container,) = p["ContainerDefinitions"]
@@ -973,6 +993,7 @@ class TestRunner:
         ]
         env = {e["Name"]: e["Value"] for e in container["Environment"]}
         assert env["BRONZE_BUCKET"] == {"Ref": "BronzeBucket"} and env["DLQ_URL"] == {"Ref": "DeadLetterQueue"}
+        assert env["AWS_REGION"] == REGION  # on EC2 the task cannot ask the instance metadata
         assert {"BRONZE_BUCKET", "STATE_TABLE", "DLQ_URL", "BRONZE_PREFIX", "RUST_LOG"} <= set(env)
         assert container["PortMappings"][0]["ContainerPort"] == 9898
         assert "9898/healthz" in " ".join(container["HealthCheck"]["Command"])
@@ -991,6 +1012,8 @@ class TestRunner:
         assert {"Name": "containerInsights", "Value": "enabled"} in cluster["ClusterSettings"]
         service = props(stack, "RunnerService")
         assert service["LaunchType"] == "FARGATE"
+        assert service["Cluster"] == {"Ref": "RunnerCluster"}
+        assert "CapacityProviderStrategy" not in service and "PlacementStrategies" not in service
         assert service["DesiredCount"] == "1"
         assert service["NetworkConfiguration"]["AwsvpcConfiguration"] == {
             "AssignPublicIp": "DISABLED",
@@ -1010,6 +1033,165 @@ class TestRunner:
             "Dimensions": [{"Name": "Source", "Value": "kafka"}, {"Name": "Stream", "Value": "orders"}],
             "Statistic": "Maximum",
         }
+
+
+class TestRunnerOnEc2:
+    """RunnerCapacity=ec2: the same runner on ECS with an EC2 Auto Scaling group."""
+
+    def test_fargate_is_the_default(self, source):
+        capacity = source["Parameters"]["RunnerCapacity"]
+        assert capacity["Default"] == "fargate" and capacity["AllowedValues"] == ["fargate", "ec2"]
+
+    def test_every_ec2_resource_is_conditional(self, source):
+        ec2_only = {"RunnerOnEc2", "CreateRunnerEc2Endpoints"}
+        for name, resource in source["Resources"].items():
+            if resource["Type"] in EC2_CAPACITY_TYPES or name == "RunnerInstanceRole":
+                assert resource.get("Condition") == "RunnerOnEc2", name
+        for name, output in source["Outputs"].items():
+            if "CapacityProvider" in name or "AutoScalingGroup" in name:
+                assert output["Condition"] in ec2_only, name
+
+    @pytest.mark.parametrize("overrides", [RUNNER_ONLY, ALL, ALL_SCRAM_KMS_PROVISIONED, KINESIS_ONLY, {}])
+    def test_fargate_creates_no_ec2_resources(self, translated, overrides):
+        stack = render(translated, overrides)
+        types = {r["Type"] for r in stack["Resources"].values()}
+        assert not types & EC2_CAPACITY_TYPES
+        assert "RunnerInstanceRole" not in stack["Resources"]
+        endpoints = {e["Properties"]["ServiceName"] for e in of_type(stack, "AWS::EC2::VPCEndpoint").values()}
+        assert not [e for e in endpoints if e.endswith((".ecs", ".ecs-agent", ".ecs-telemetry", ".ssm", ".ssmmessages", ".ec2messages"))]
+        assert not {"RunnerCapacityProviderName", "RunnerAutoScalingGroupName"} & set(stack["Outputs"])
+
+    @pytest.mark.parametrize("overrides", [RUNNER_EC2, ALL_EC2])
+    def test_ec2_stack_has_the_capacity(self, translated, overrides):
+        stack = render(translated, overrides)
+        counts = {t: len(of_type(stack, t)) for t in EC2_CAPACITY_TYPES}
+        assert counts == {t: 1 for t in EC2_CAPACITY_TYPES}
+        assert set(stack["Outputs"]) >= {"RunnerServiceName", "RunnerCapacityProviderName", "RunnerAutoScalingGroupName"}
+
+    def test_auto_scaling_group(self, translated):
+        group = props(render(translated, RUNNER_EC2), "RunnerAutoScalingGroup")
+        assert group["MinSize"] == "0" and group["MaxSize"] == "4"
+        assert "DesiredCapacity" not in group, "the capacity provider owns the desired capacity"
+        assert group["VPCZoneIdentifier"] == SUBNETS.split(",")
+        assert group["LaunchTemplate"] == {
+            "LaunchTemplateId": {"Ref": "RunnerLaunchTemplate"},
+            "Version": {"Fn::GetAtt": ["RunnerLaunchTemplate", "LatestVersionNumber"]},
+        }
+        # Managed termination protection works only on instances protected from scale-in.
+        assert group["NewInstancesProtectedFromScaleIn"] is True
+        tags = {t["Key"]: t for t in group["Tags"]}
+        assert tags["AmazonECSManaged"]["PropagateAtLaunch"] is True
+
+    def test_launch_template_graviton_ecs_ami_imdsv2_no_ssh_encrypted(self, translated, source):
+        data = props(render(translated, {**RUNNER_EC2, "RunnerInstanceType": "c7gn.xlarge"}), "RunnerLaunchTemplate")[
+            "LaunchTemplateData"
+        ]
+        # The AMI comes from AWS's SSM parameter for the ECS-optimized AL2023 arm64 image.
+        ami = source["Parameters"]["RunnerEcsAmiId"]
+        assert ami["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+        assert ami["Default"] == ECS_AL2023_ARM64_AMI
+        assert data["ImageId"] == ECS_AL2023_ARM64_AMI  # the renderer passes the parameter's value through
+        assert data["InstanceType"] == "c7gn.xlarge"
+        assert data["MetadataOptions"] == {
+            "HttpEndpoint": "enabled",
+            "HttpTokens": "required",
+            "HttpPutResponseHopLimit": 1,
+            "InstanceMetadataTags": "disabled",
+        }
+        assert "KeyName" not in data and "KeyName" not in json.dumps(data)
+        assert data["IamInstanceProfile"] == {"Arn": {"Fn::GetAtt": ["RunnerInstanceProfile", "Arn"]}}
+        assert data["SecurityGroupIds"] == SECURITY_GROUPS.split(",")
+        ((device),) = data["BlockDeviceMappings"]
+        assert device["DeviceName"] == "/dev/xvda"
+        assert device["Ebs"]["Encrypted"] is True and device["Ebs"]["VolumeType"] == "gp3"
+        assert device["Ebs"]["VolumeSize"] == "30"
+        user_data = data["UserData"]["Fn::Base64"]["Fn::Sub"]
+        assert "ECS_CLUSTER=${RunnerCluster}" in user_data
+        assert "ECS_AWSVPC_BLOCK_IMDS=true" in user_data
+
+    @pytest.mark.parametrize("instance_type", ["m7g.large", "c7gn.xlarge", "t4g.medium", "r8g.48xlarge", "m6gd.metal", "im4gn.large"])
+    def test_graviton_instance_types_are_accepted(self, translated, instance_type):
+        parameter_values(translated, {"RunnerInstanceType": instance_type})
+
+    @pytest.mark.parametrize("instance_type", ["m7i.large", "c6a.xlarge", "g5.xlarge", "t3.micro", "m7i-flex.large", "x2idn.large"])
+    def test_other_instance_types_are_refused(self, translated, instance_type):
+        with pytest.raises(AssertionError):
+            parameter_values(translated, {"RunnerInstanceType": instance_type})
+
+    def test_capacity_provider_with_managed_scaling(self, translated):
+        stack = render(translated, RUNNER_EC2)
+        provider = props(stack, "RunnerCapacityProvider")["AutoScalingGroupProvider"]
+        assert provider["AutoScalingGroupArn"] == {"Ref": "RunnerAutoScalingGroup"}
+        scaling = provider["ManagedScaling"]
+        assert scaling["Status"] == "ENABLED" and scaling["TargetCapacity"] == 100
+        assert provider["ManagedTerminationProtection"] == "ENABLED"
+        assert provider["ManagedDraining"] == "ENABLED"
+        association = props(stack, "RunnerCapacityProviderAssociations")
+        assert association["Cluster"] == {"Ref": "RunnerCluster"}
+        assert association["CapacityProviders"] == [{"Ref": "RunnerCapacityProvider"}]
+        assert association["DefaultCapacityProviderStrategy"] == [
+            {"CapacityProvider": {"Ref": "RunnerCapacityProvider"}, "Weight": 1, "Base": 0}
+        ]
+
+    def test_service_uses_the_capacity_provider_strategy(self, translated):
+        service = props(render(translated, RUNNER_EC2), "RunnerService")
+        assert "LaunchType" not in service
+        assert service["CapacityProviderStrategy"] == [{"CapacityProvider": {"Ref": "RunnerCapacityProvider"}, "Weight": 1, "Base": 0}]
+        # Through the association (its Ref is the cluster name): created after it, deleted before it.
+        assert service["Cluster"] == {"Ref": "RunnerCapacityProviderAssociations"}
+        assert service["PlacementStrategies"][0] == {"Type": "spread", "Field": "attribute:ecs.availability-zone"}
+        assert service["NetworkConfiguration"]["AwsvpcConfiguration"] == {
+            "AssignPublicIp": "DISABLED",
+            "Subnets": SUBNETS.split(","),
+            "SecurityGroups": SECURITY_GROUPS.split(","),
+        }
+
+    def test_same_task_definition_and_lag_scaling_on_both_capacities(self, translated):
+        fargate, ec2 = render(translated, RUNNER_ONLY), render(translated, RUNNER_EC2)
+        for name in ("RunnerTaskDefinition", "RunnerTaskRole", "RunnerExecutionRole", "RunnerScalableTarget", "RunnerLagScalingPolicy"):
+            assert fargate["Resources"][name] == ec2["Resources"][name], name
+        task = props(ec2, "RunnerTaskDefinition")
+        assert task["NetworkMode"] == "awsvpc" and sorted(task["RequiresCompatibilities"]) == ["EC2", "FARGATE"]
+        assert task["RuntimePlatform"]["CpuArchitecture"] == "ARM64"
+        config = props(ec2, "RunnerLagScalingPolicy")["TargetTrackingScalingPolicyConfiguration"]
+        assert config["CustomizedMetricSpecification"]["MetricName"] == "OffsetLagMilliseconds"
+
+    def test_instance_role_is_the_agent_and_session_manager_only(self, translated):
+        import cfnlint.data.AdditionalSpecs as specs
+
+        reference = json.loads((Path(specs.__file__).parent / "Policies.json").read_text())
+        stack = render(translated, RUNNER_EC2)
+        role = props(stack, "RunnerInstanceRole")
+        (statement,) = role["AssumeRolePolicyDocument"]["Statement"]
+        assert statement["Principal"] == {"Service": "ec2.amazonaws.com"}
+        assert role["ManagedPolicyArns"] == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+        assert props(stack, "RunnerInstanceProfile")["Roles"] == [{"Ref": "RunnerInstanceRole"}]
+        statements = [s for owner, s in policy_statements(stack) if owner == "RunnerInstanceRole"]
+        actions = {a for s in statements for a in _strings(s["Action"])}
+        assert {"ecs:RegisterContainerInstance", "ecs:Poll", "ecs:SubmitTaskStateChange"} <= actions
+        assert all(a.startswith("ecs:") for a in actions), "no image pulls or logs: those use the execution role"
+        cluster_arn = {"Fn::GetAtt": ["RunnerCluster", "Arn"]}
+        instances = {"Fn::Sub": f"arn:aws:ecs:{REGION}:{ACCOUNT}:container-instance/${{RunnerCluster}}/*"}
+        for s in statements:
+            resources = list(_strings(s["Resource"]))
+            for action in _strings(s["Action"]):
+                types = reference["ecs"]["Actions"][action.split(":")[1].lower()].get("Resources", [])
+                if resources == ["*"]:
+                    # "*" only where IAM has no resource type for the action.
+                    assert types == [], f"{action} on '*' but IAM scopes it to {types}"
+                elif resources == [cluster_arn]:
+                    assert "cluster" in types, action
+                else:
+                    assert resources == [instances] and "container-instance" in types, action
+
+    def test_ec2_endpoints_with_create_vpc_endpoints(self, translated):
+        stack = render(translated, ALL_EC2)
+        services = {e["Properties"]["ServiceName"].removeprefix(f"com.amazonaws.{REGION}.") for e in of_type(stack, "AWS::EC2::VPCEndpoint").values()}
+        assert {"ecs", "ecs-agent", "ecs-telemetry", "ssm", "ssmmessages", "ec2messages"} <= services
+        assert len(services) == 17
+
+    def test_ec2_without_a_runner_is_refused(self, translated):
+        assert Renderer(translated, {"RunnerCapacity": "ec2"}).failed_rules() == ["Ec2CapacityNeedsRunner"]
 
 
 class TestNetwork:
@@ -1088,6 +1270,83 @@ class TestMonitoring:
         assert outputs["DeadLetterQueueUrl"]["Value"] == {"Ref": "DeadLetterQueue"}
         assert outputs["KinesisConsumerFunctionArn"]["Value"] == {"Fn::GetAtt": ["KinesisConsumerFunction", "Arn"]}
         assert outputs["KafkaConsumerFunctionArn"]["Value"] == {"Fn::GetAtt": ["KafkaConsumerFunction", "Arn"]}
+
+
+class TestSystemdUnit:
+    """deploy/systemd/streaming-connector.service: the runner on a host outside ECS."""
+
+    UNIT = ROOT / "deploy" / "systemd" / "streaming-connector.service"
+
+    @classmethod
+    def directives(cls) -> dict[str, dict[str, list[str]]]:
+        sections: dict[str, dict[str, list[str]]] = {}
+        current = None
+        for line in cls.UNIT.read_text().splitlines():
+            line = line.strip()
+            if not line or line.startswith(("#", ";")):
+                continue
+            if line.startswith("["):
+                current = sections.setdefault(line.strip("[]"), {})
+                continue
+            key, _, value = line.partition("=")
+            assert current is not None, line
+            current.setdefault(key.strip(), []).append(value.strip())
+        return sections
+
+    def test_runs_the_binary_as_its_own_user_with_an_environment_file(self):
+        service = self.directives()["Service"]
+        assert service["ExecStart"][0].split()[1:4] == ["run", "--config", "/etc/streaming-connector/connector.yaml"]
+        assert service["User"] not in (["root"], ["0"]) and service["User"] == ["streaming-connector"]
+        assert service["EnvironmentFile"] == ["/etc/streaming-connector/env"]
+        assert service["Restart"] == ["on-failure"]
+        assert "RestartPreventExitStatus" not in service, "exit 2 is also a transient failure to fetch the config"
+
+    def test_stop_timeout_covers_the_runner_drain(self, source):
+        # SIGTERM starts one drain bounded by runner.shutdown_timeout_ms; systemd must not
+        # SIGKILL before it ends. Same bound as the ECS task's StopTimeout.
+        config = (ROOT / "runner" / "src" / "config.rs").read_text()
+        default_ms = int(re.search(r"fn default_shutdown_ms\(\) -> u64 \{\s*([0-9_]+)", config).group(1).replace("_", ""))
+        service = self.directives()["Service"]
+        (timeout,) = service["TimeoutStopSec"]
+        assert int(timeout) * 1000 > default_ms
+        (container,) = source["Resources"]["RunnerTaskDefinition"]["Properties"]["ContainerDefinitions"]
+        assert int(timeout) == container["StopTimeout"]
+        assert service["KillSignal"] == ["SIGTERM"] and service["KillMode"] == ["mixed"]
+
+    def test_hardening(self):
+        service = self.directives()["Service"]
+        expected = {
+            "NoNewPrivileges": "true",
+            "ProtectSystem": "strict",
+            "ProtectHome": "true",
+            "PrivateTmp": "true",
+            "PrivateDevices": "true",
+            "CapabilityBoundingSet": "",
+            "RestrictSUIDSGID": "true",
+            "MemoryDenyWriteExecute": "true",
+            "SystemCallArchitectures": "native",
+        }
+        for key, value in expected.items():
+            assert service.get(key) == [value], key
+        assert "@system-service" in service["SystemCallFilter"]
+
+    @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+    def test_systemd_accepts_it_and_rates_its_exposure_low(self, tmp_path):
+        # The binary, user and environment file do not exist here: point ExecStart at
+        # /bin/true and make the file optional, keep everything else.
+        text = self.UNIT.read_text()
+        text = re.sub(r"^ExecStart=\S+", "ExecStart=/bin/true", text, flags=re.M)
+        text = re.sub(r"^EnvironmentFile=", "EnvironmentFile=-", text, flags=re.M)
+        unit = tmp_path / "streaming-connector.service"
+        unit.write_text(text)
+        verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+        assert verify.returncode == 0 and "streaming-connector.service" not in verify.stderr, verify.stderr
+        security = subprocess.run(
+            ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)], capture_output=True, text=True, timeout=60
+        )
+        exposure = re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout + security.stderr)
+        assert exposure, security.stdout + security.stderr
+        assert float(exposure.group(1)) <= 2.0
 
 
 class TestCfnLint:
