@@ -54,6 +54,9 @@ impl MetricsWindow {
                         cursor_restarts: total
                             .cursor_restarts
                             .saturating_sub(before.cursor_restarts),
+                        undecodable_aggregates: total
+                            .undecodable_aggregates
+                            .saturating_sub(before.undecodable_aggregates),
                         lag_ms: lags.remove(&key),
                     },
                     retries,
