@@ -21,6 +21,7 @@
 //! stays in the group.
 
 use crate::config::{KafkaConfig, SaslMechanism, StartFrom};
+use crate::kafka_headers::RawHeader;
 use crate::pipeline::{Acknowledge, Assignment, Chunk, Epoch, Input, Shared};
 use crate::secrets::SaslCredentials;
 use bronze::config::ConnectorConfig;
@@ -33,7 +34,7 @@ use rdkafka::client::OAuthToken;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -620,7 +621,7 @@ impl KafkaSource {
                         tracing::debug!(topic = %tp.0, partition = tp.1, offset = message.offset(), "record of a partition not assigned; dropped");
                         continue;
                     };
-                    let record = to_record(&message);
+                    let record = to_record(&message, crate::kafka_headers::read(&message));
                     let full = {
                         let mut chunk = ctx.chunk.lock().expect("chunk lock");
                         chunk.push(partition_id(&tp.0, tp.1), epoch, record);
@@ -701,13 +702,10 @@ impl KafkaSource {
     }
 }
 
-/// Converts a Kafka message into a source-neutral record (bytes exactly as delivered).
-fn to_record<M: Message>(message: &M) -> Record<KafkaOffset> {
-    let (headers, defect) = match message.headers().map(read_headers) {
-        None => (Vec::new(), None),
-        Some(Ok(headers)) => (headers, None),
-        Some(Err((headers, defect))) => (headers, Some(defect)),
-    };
+/// Converts a Kafka message and its headers (read with [`crate::kafka_headers::read`]) into a
+/// source-neutral record, bytes exactly as delivered.
+fn to_record<M: Message>(message: &M, headers: Vec<RawHeader>) -> Record<KafkaOffset> {
+    let (headers, defect) = to_headers(headers);
     Record {
         cursor: KafkaOffset(u64::try_from(message.offset()).unwrap_or(0)),
         key: message.key().map(<[u8]>::to_vec),
@@ -719,38 +717,38 @@ fn to_record<M: Message>(message: &M) -> Record<KafkaOffset> {
     }
 }
 
-/// Reads a message's headers without panicking. rdkafka 0.39 reads a header key with
-/// `CStr::to_str(..).unwrap()` in every accessor (`get`, `get_as`, `try_get`, `iter`), so a
-/// key that is not UTF-8 panics inside the crate, and the workspace forbids the `unsafe`
-/// FFI call that would read its bytes. Such a header is caught here: the record keeps the
-/// headers that could be read and becomes poison (dead-lettered with its payload, key and
-/// those headers, and a reason naming the header), instead of crashing the runner or landing
-/// with a header silently missing.
-fn read_headers<H: Headers>(headers: &H) -> Result<Vec<Header>, (Vec<Header>, String)> {
-    let mut out = Vec::with_capacity(headers.count());
+/// A record's headers, and why it is poison if a header name is not UTF-8. Kafka header
+/// names are strings, so such a record cannot land as written; it is dead-lettered with
+/// every header, the name in replacement characters and its exact bytes beside it
+/// ([`Header::raw_key`], the letter's `header_keys_base64`).
+fn to_headers(raw: Vec<RawHeader>) -> (Vec<Header>, Option<String>) {
     let mut unreadable = Vec::new();
-    for i in 0..headers.count() {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            headers.try_get(i).map(|h| Header {
-                key: h.key.to_owned(),
-                value: h.value.map(<[u8]>::to_vec),
-            })
-        })) {
-            Ok(Some(header)) => out.push(header),
-            Ok(None) => break,
-            Err(_) => unreadable.push(i),
-        }
-    }
-    if unreadable.is_empty() {
-        Ok(out)
-    } else {
-        Err((
-            out,
-            format!(
-                "Kafka header(s) at index {unreadable:?} have a key that is not UTF-8; the Kafka client cannot read such a key, so the record is dead-lettered rather than landed without it"
-            ),
-        ))
-    }
+    let headers = raw
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| match String::from_utf8(h.key) {
+            Ok(key) => Header {
+                key,
+                value: h.value,
+                raw_key: None,
+            },
+            Err(e) => {
+                unreadable.push(i);
+                let bytes = e.into_bytes();
+                Header {
+                    key: String::from_utf8_lossy(&bytes).into_owned(),
+                    value: h.value,
+                    raw_key: Some(bytes),
+                }
+            }
+        })
+        .collect();
+    let defect = (!unreadable.is_empty()).then(|| {
+        format!(
+            "Kafka header(s) at index {unreadable:?} have a name that is not UTF-8 (Kafka header names are strings); the dead letter keeps the name's bytes in header_keys_base64"
+        )
+    });
+    (headers, defect)
 }
 
 /// A secret-free description of a client configuration, for logs.
@@ -820,69 +818,60 @@ mod tests {
         assert!(!format!("{creds:?}").contains("hunter2"));
     }
 
-    /// Headers as librdkafka hands them over (key bytes, value), read the way rdkafka 0.39's
-    /// `BorrowedHeaders::try_get` reads them: the key through `CStr::to_str(..).unwrap()`.
-    struct RawHeaders(Vec<(Vec<u8>, Option<Vec<u8>>)>);
-
-    impl Headers for RawHeaders {
-        fn count(&self) -> usize {
-            self.0.len()
-        }
-
-        fn try_get(&self, idx: usize) -> Option<rdkafka::message::Header<'_, &[u8]>> {
-            self.0
-                .get(idx)
-                .map(|(key, value)| rdkafka::message::Header {
-                    key: std::ffi::CStr::from_bytes_until_nul(key)
-                        .unwrap()
-                        .to_str()
-                        .unwrap(),
-                    value: value.as_deref(),
-                })
+    fn raw(key: &[u8], value: Option<&[u8]>) -> RawHeader {
+        RawHeader {
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
         }
     }
 
-    /// Defect: a header key that is not UTF-8 panicked inside rdkafka and crashed the runner.
+    /// Defect 10: a header name that is not UTF-8 panicked inside rdkafka and crashed the
+    /// runner; now the record is poison, with every header and the name's exact bytes.
     #[test]
-    fn a_header_key_that_is_not_utf8_makes_the_record_poison_not_a_panic() {
-        let headers = RawHeaders(vec![
-            (b"trace\0".to_vec(), Some(b"abc".to_vec())),
-            (b"\xff\xfekey\0".to_vec(), Some(b"v".to_vec())),
-            (b"empty\0".to_vec(), None),
+    fn a_header_name_that_is_not_utf8_makes_the_record_poison_with_its_bytes() {
+        let (headers, defect) = to_headers(vec![
+            raw(b"trace", Some(b"abc")),
+            raw(b"\xff\xfekey", Some(b"v")),
+            raw(b"empty", None),
         ]);
-        let (kept, reason) = read_headers(&headers).unwrap_err();
         assert_eq!(
-            kept,
+            headers,
             vec![
                 Header {
                     key: "trace".into(),
-                    value: Some(b"abc".to_vec())
+                    value: Some(b"abc".to_vec()),
+                    raw_key: None,
+                },
+                Header {
+                    key: "\u{fffd}\u{fffd}key".into(),
+                    value: Some(b"v".to_vec()),
+                    raw_key: Some(b"\xff\xfekey".to_vec()),
                 },
                 Header {
                     key: "empty".into(),
-                    value: None
+                    value: None,
+                    raw_key: None,
                 },
             ]
         );
+        let reason = defect.expect("poison");
         assert!(reason.contains("index [1]"), "{reason}");
         assert!(reason.contains("not UTF-8"), "{reason}");
-        let fine = RawHeaders(vec![(b"a\0".to_vec(), Some(vec![0xff]))]);
+        let (fine, defect) = to_headers(vec![raw(b"a", Some(&[0xff]))]);
+        assert_eq!(defect, None);
         assert_eq!(
-            read_headers(&fine).unwrap(),
+            fine,
             vec![Header {
                 key: "a".into(),
-                value: Some(vec![0xff])
+                value: Some(vec![0xff]),
+                raw_key: None,
             }]
         );
     }
 
     #[test]
     fn a_message_becomes_a_record_with_its_bytes() {
-        use rdkafka::message::{OwnedHeaders, OwnedMessage, Timestamp};
-        let headers = OwnedHeaders::new().insert(rdkafka::message::Header {
-            key: "h",
-            value: Some(&[0xffu8, 0][..]),
-        });
+        use rdkafka::message::{OwnedMessage, Timestamp};
         let message = OwnedMessage::new(
             Some(b"{\"a\":1}".to_vec()),
             Some(b"k".to_vec()),
@@ -890,9 +879,9 @@ mod tests {
             Timestamp::CreateTime(1_764_201_600_001),
             0,
             42,
-            Some(headers),
+            None,
         );
-        let record = to_record(&message);
+        let record = to_record(&message, vec![raw(b"h", Some(&[0xff, 0]))]);
         assert_eq!(record.cursor, KafkaOffset(42));
         assert_eq!(record.defect, None);
         assert_eq!(record.headers[0].value.as_deref(), Some(&[0xffu8, 0][..]));

@@ -14,6 +14,8 @@
 //!   ceiling raised by consumer lag).
 //! - [`kafka`]: the consumer thread: rebalance callbacks against the state registry,
 //!   pause/resume backpressure, MSK IAM tokens, advisory offset commits.
+//! - [`kafka_headers`]: message headers read through librdkafka's C API with every byte
+//!   kept (the workspace's one audited `unsafe` module).
 //! - [`pulsar`]: the Pulsar consumer: message ids as cursors, acknowledgement after commit.
 //! - [`kinesis`]: Kinesis GetRecords readers per leased shard, discovery, resharding.
 //! - [`leases`]: shard leases in the state table and the balancing decision.
@@ -29,6 +31,7 @@ pub mod concurrency;
 pub mod config;
 pub mod http;
 pub mod kafka;
+pub mod kafka_headers;
 pub mod kinesis;
 pub mod leases;
 pub mod pipeline;

@@ -332,7 +332,11 @@ pub fn record_footprint<C>(record: &Record<C>) -> u64 {
             + record
                 .headers
                 .iter()
-                .map(|h| block(h.key.len()) + h.value.as_ref().map_or(0, |v| block(v.len())))
+                .map(|h| {
+                    block(h.key.len())
+                        + h.value.as_ref().map_or(0, |v| block(v.len()))
+                        + h.raw_key.as_ref().map_or(0, |k| block(k.len()))
+                })
                 .sum::<usize>();
     (std::mem::size_of::<Record<C>>()
         + record.payload.as_ref().map_or(0, |v| block(v.len()))
@@ -1038,6 +1042,7 @@ mod tests {
         r.headers = vec![bronze::record::Header {
             key: "h".to_owned(),
             value: Some(b"123456".to_vec()),
+            raw_key: None,
         }];
         assert_eq!(record_bytes(&r), 120 + 7 + 1 + 6);
         let footprint = record_footprint(&r);

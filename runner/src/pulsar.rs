@@ -111,6 +111,7 @@ fn to_record(message: &pulsar::consumer::Message<Vec<u8>>) -> Record<PulsarMessa
             .map(|kv| Header {
                 key: kv.key.clone(),
                 value: Some(kv.value.clone().into_bytes()),
+                raw_key: None,
             })
             .collect(),
         timestamp_ms: i64::try_from(timestamp).ok(),

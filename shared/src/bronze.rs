@@ -526,10 +526,12 @@ mod tests {
                 Header {
                     key: "h".into(),
                     value: Some(b"v".to_vec()),
+                    raw_key: None,
                 },
                 Header {
                     key: "bin".into(),
                     value: Some(vec![0xff, 0x00]),
+                    raw_key: None,
                 },
             ],
             timestamp_ms: Some(1_700_000_000_123),

@@ -76,6 +76,11 @@ pub struct DeadLetter {
     pub payload_bytes: usize,
     /// Kafka headers or similar, base64 values.
     pub headers: Vec<(String, Option<String>)>,
+    /// The exact bytes, as base64, of each header name that is not UTF-8 (a Kafka header
+    /// name is a string, so such a record cannot land): `(index in headers, name)`; the
+    /// name in `headers` holds replacement characters. Omitted when there is none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header_keys_base64: Vec<(usize, String)>,
     /// `s3://bucket/key` of a JSON object `{"key_base64", "headers"}`, when even without
     /// its payload the letter is too large for the queue (very large keys or headers);
     /// `key_base64` and `headers` are then empty here.
@@ -118,6 +123,12 @@ impl DeadLetter {
                 .iter()
                 .map(|h| (h.key.clone(), h.value.as_deref().map(|v| B64.encode(v))))
                 .collect(),
+            header_keys_base64: record
+                .headers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| h.raw_key.as_deref().map(|k| (i, B64.encode(k))))
+                .collect(),
             envelope_s3: None,
         }
     }
@@ -144,13 +155,19 @@ impl DeadLetter {
 
     /// The key and headers as a JSON object, for the S3 copy when they are too large.
     pub fn envelope_json(&self) -> String {
-        serde_json::json!({"key_base64": self.key_base64, "headers": self.headers}).to_string()
+        let mut envelope =
+            serde_json::json!({"key_base64": self.key_base64, "headers": self.headers});
+        if !self.header_keys_base64.is_empty() {
+            envelope["header_keys_base64"] = serde_json::json!(self.header_keys_base64);
+        }
+        envelope.to_string()
     }
 
     /// Replaces the inline key and headers with a pointer to their S3 copy.
     pub fn point_envelope_to(&mut self, url: String) {
         self.key_base64 = None;
         self.headers.clear();
+        self.header_keys_base64.clear();
         self.envelope_s3 = Some(url);
     }
 
@@ -186,6 +203,7 @@ mod tests {
             headers: vec![Header {
                 key: "h".into(),
                 value: Some(vec![1; 300 * 1024]),
+                raw_key: None,
             }],
             timestamp_ms: None,
             payload: Some(vec![2; 10]),
@@ -202,5 +220,45 @@ mod tests {
         assert!(!DeadLetter::too_large(&body), "{}", body.len());
         let back: serde_json::Value = serde_json::from_str(&envelope).unwrap();
         assert_eq!(back["headers"][0][0], "h");
+    }
+
+    /// Defect 10: a header name that is not UTF-8 reaches the letter byte for byte.
+    #[test]
+    fn header_names_that_are_not_utf8_keep_their_bytes() {
+        let id = PartitionId::new(Source::Kafka, "t", "0");
+        let header = |key: &str, raw_key: Option<&[u8]>| Header {
+            key: key.into(),
+            value: Some(b"v".to_vec()),
+            raw_key: raw_key.map(<[u8]>::to_vec),
+        };
+        let mut record = Record {
+            cursor: KafkaOffset(3),
+            key: None,
+            headers: vec![header("ok", None), header("\u{fffd}k", Some(b"\xffk"))],
+            timestamp_ms: None,
+            payload: Some(b"{}".to_vec()),
+            defect: Some("header key not UTF-8".into()),
+            schema_id: None,
+        };
+        let letter = DeadLetter::new(&id, &record, "r".into(), "run", 0);
+        assert_eq!(letter.header_keys_base64, vec![(1, B64.encode(b"\xffk"))]);
+        let json: serde_json::Value = serde_json::from_str(&letter.to_json().unwrap()).unwrap();
+        assert_eq!(json["header_keys_base64"], serde_json::json!([[1, "/2s="]]));
+        let back: DeadLetter = serde_json::from_value(json).unwrap();
+        assert_eq!(back, letter);
+        let envelope: serde_json::Value = serde_json::from_str(&letter.envelope_json()).unwrap();
+        assert_eq!(
+            envelope["header_keys_base64"],
+            serde_json::json!([[1, "/2s="]])
+        );
+
+        // Without such a name the field is left out, as before.
+        record.headers.truncate(1);
+        let body = DeadLetter::new(&id, &record, "r".into(), "run", 0)
+            .to_json()
+            .unwrap();
+        assert!(!body.contains("header_keys_base64"), "{body}");
+        let old: DeadLetter = serde_json::from_str(&body).unwrap();
+        assert!(old.header_keys_base64.is_empty());
     }
 }

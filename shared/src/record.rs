@@ -113,6 +113,10 @@ pub struct Header {
     pub key: String,
     /// Raw header bytes.
     pub value: Option<Vec<u8>>,
+    /// The name's exact bytes when they are not UTF-8 (`key` then holds them with
+    /// replacement characters). Kafka header names are strings, so a source that sets this
+    /// also marks the record poison; its dead letter carries these bytes.
+    pub raw_key: Option<Vec<u8>>,
 }
 
 /// One source record, source-neutral. The payload is raw bytes exactly as delivered.

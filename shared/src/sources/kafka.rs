@@ -109,6 +109,7 @@ pub fn to_batches(event: KafkaEvent) -> Result<Vec<PartitionBatch<KafkaOffset>>,
                 headers.push(Header {
                     key: k,
                     value: Some(value),
+                    raw_key: None,
                 });
             }
             records.push((

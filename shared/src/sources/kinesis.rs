@@ -157,6 +157,7 @@ pub fn to_batches_reporting(
                         .explicit_hash_key
                         .map(|hash| Header {
                             key: EXPLICIT_HASH_KEY_HEADER.to_owned(),
+                            raw_key: None,
                             value: Some(hash.into_bytes()),
                         })
                         .into_iter()
@@ -422,6 +423,7 @@ mod tests {
             records[2].headers,
             vec![Header {
                 key: EXPLICIT_HASH_KEY_HEADER.into(),
+                raw_key: None,
                 value: Some(b"42".to_vec())
             }]
         );
