@@ -1,0 +1,66 @@
+"""moto's server with Kinesis resharding as AWS does it, for the runner's reshard test.
+
+moto's SplitShard moves the parent's records into the children and MergeShards copies the
+parents' records into the child; on AWS the records stay in the closed parents and the
+children start empty, and closed shards take no new records. This patch keeps moto's shard
+bookkeeping, drops the moves and routes records to open shards only, so a
+reader must finish the parents before the children to keep per-key order.
+
+Usage: python moto_reshard.py <port>
+"""
+import sys
+
+from moto.kinesis import models
+from moto.server import main
+
+
+def _last_id(stream):
+    return max(s._shard_id for s in stream.shards.values())
+
+
+def split_shard(self, shard_to_split, new_starting_hash_key):
+    start = int(new_starting_hash_key)
+    shard = self.shards[shard_to_split]
+    if not (shard.starting_hash < start < shard.ending_hash) or not shard.is_open:
+        raise models.InvalidArgumentError(shard_to_split)
+    last = _last_id(self)
+    for i, (lo, hi) in enumerate(((shard.starting_hash, start - 1), (start, shard.ending_hash))):
+        child = models.Shard(last + 1 + i, starting_hash=lo, ending_hash=hi, parent=shard.shard_id)
+        self.shards[child.shard_id] = child
+    shard.is_open = False
+
+
+def merge_shards(self, shard_to_merge, adjacent_shard_to_merge):
+    a = self.shards[shard_to_merge]
+    b = self.shards[adjacent_shard_to_merge]
+    if a.ending_hash + 1 != b.starting_hash and b.ending_hash + 1 != a.starting_hash:
+        raise models.InvalidArgumentError(adjacent_shard_to_merge)
+    child = models.Shard(
+        _last_id(self) + 1,
+        starting_hash=min(a.starting_hash, b.starting_hash),
+        ending_hash=max(a.ending_hash, b.ending_hash),
+        parent=a.shard_id,
+        adjacent_parent=b.shard_id,
+    )
+    self.shards[child.shard_id] = child
+    a.is_open = False
+    b.is_open = False
+
+
+_get_shard_for_key = models.Stream.get_shard_for_key
+
+
+def get_shard_for_key(self, partition_key, explicit_hash_key):
+    # Only open shards take records (moto also offers closed ones, listed first).
+    shards = self.shards
+    self.shards = {k: s for k, s in shards.items() if s.is_open}
+    try:
+        return _get_shard_for_key(self, partition_key, explicit_hash_key)
+    finally:
+        self.shards = shards
+
+
+models.Stream.get_shard_for_key = get_shard_for_key
+models.Stream.split_shard = split_shard
+models.Stream.merge_shards = merge_shards
+main(["-H", "127.0.0.1", "-p", sys.argv[1]])

@@ -1,0 +1,589 @@
+//! The runner reading Kinesis on moto: shard leases, KPL aggregates (built by AWS's
+//! reference aggregator, PyPI `aws-kinesis-agg`), resharding and two runners sharing a
+//! stream. Every test audits what is committed against what the stream holds: every user
+//! record once, in order per shard.
+
+mod common;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bronze::record::Source;
+use common::*;
+use integration_tests::{Stack, workspace};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use streaming_connector::leases::{Lease, LeaseStore};
+
+/// One produced Kinesis record: a plain record or a KPL aggregate of user records.
+enum Produce {
+    Plain {
+        key: String,
+        n: u64,
+    },
+    Aggregate {
+        key: String,
+        users: Vec<(String, u64)>,
+    },
+}
+
+fn payload(n: u64, key: &str) -> Vec<u8> {
+    format!("{{\"n\":{n},\"k\":\"{key}\"}}").into_bytes()
+}
+
+/// Builds KPL aggregates with `aws_kinesis_agg.aggregator.RecordAggregator`.
+fn aggregates(lists: &[Vec<(String, Vec<u8>)>]) -> Vec<Vec<u8>> {
+    let spec: Vec<Vec<Value>> = lists
+        .iter()
+        .map(|users| {
+            users
+                .iter()
+                .map(|(pk, data)| json!([pk, B64.encode(data)]))
+                .collect()
+        })
+        .collect();
+    let script = r#"
+import base64, json, sys
+from aws_kinesis_agg.aggregator import RecordAggregator
+out = []
+for users in json.load(sys.stdin):
+    agg = RecordAggregator()
+    for pk, data in users:
+        assert agg.add_user_record(pk, base64.b64decode(data)) is None
+    _, _, data = agg.clear_and_get().get_contents()
+    out.append(base64.b64encode(data).decode())
+print(json.dumps(out))
+"#;
+    let mut child = Command::new(workspace().join(".venv/bin/python"))
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run .venv/bin/python (make venv installs aws-kinesis-agg)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(&spec).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "aws-kinesis-agg failed");
+    let encoded: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    encoded.iter().map(|e| B64.decode(e).unwrap()).collect()
+}
+
+/// `count` user records numbered from `start`, keys `k<n % keys>`; every `every`-th group of
+/// `size` records is one aggregate (every = 0: all plain).
+fn plan(start: u64, count: u64, keys: u64, every: u64, size: u64) -> Vec<Produce> {
+    let mut out = Vec::new();
+    let mut n = start;
+    let mut i = 0;
+    while n < start + count {
+        if every > 0 && i % every == 0 && n + size <= start + count {
+            let users = (n..n + size)
+                .map(|m| (format!("k{}", m % keys), m))
+                .collect();
+            out.push(Produce::Aggregate {
+                key: format!("k{}", n % keys),
+                users,
+            });
+            n += size;
+        } else {
+            out.push(Produce::Plain {
+                key: format!("k{}", n % keys),
+                n,
+            });
+            n += 1;
+        }
+        i += 1;
+    }
+    out
+}
+
+async fn produce(client: &Client, stream: &str, records: &[Produce]) {
+    let lists: Vec<Vec<(String, Vec<u8>)>> = records
+        .iter()
+        .filter_map(|r| match r {
+            Produce::Aggregate { users, .. } => Some(
+                users
+                    .iter()
+                    .map(|(k, n)| (k.clone(), payload(*n, k)))
+                    .collect(),
+            ),
+            Produce::Plain { .. } => None,
+        })
+        .collect();
+    let mut built = aggregates(&lists).into_iter();
+    let mut entries = Vec::new();
+    for r in records {
+        let (key, data) = match r {
+            Produce::Plain { key, n } => (key.clone(), payload(*n, key)),
+            Produce::Aggregate { key, .. } => (key.clone(), built.next().unwrap()),
+        };
+        entries.push(
+            PutRecordsRequestEntry::builder()
+                .partition_key(key)
+                .data(Blob::new(data))
+                .build()
+                .unwrap(),
+        );
+    }
+    for batch in entries.chunks(500) {
+        let out = client
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(batch.to_vec()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.failed_record_count.unwrap_or(0), 0);
+    }
+}
+
+async fn create_stream(client: &Client, stream: &str, shards: i32) {
+    client
+        .create_stream()
+        .stream_name(stream)
+        .shard_count(shards)
+        .send()
+        .await
+        .expect("CreateStream on the local stack");
+}
+
+async fn shards(client: &Client, stream: &str) -> Vec<aws_sdk_kinesis::types::Shard> {
+    client
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap()
+        .shards
+        .unwrap_or_default()
+}
+
+/// What the shard holds, as the runner must land it: cursors (display form) and `n`s.
+async fn expected(client: &Client, stream: &str, shard: &str) -> Vec<(String, u64)> {
+    let mut it = client
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard)
+        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+        .send()
+        .await
+        .unwrap()
+        .shard_iterator;
+    let mut out = Vec::new();
+    while let Some(i) = it {
+        let page = client.get_records().shard_iterator(i).send().await.unwrap();
+        if page.records.is_empty() {
+            break;
+        }
+        for r in page.records {
+            let (records, bad) = streaming_connector::kinesis::to_records(r).unwrap();
+            assert!(bad.is_none());
+            for r in records {
+                let v: Value = serde_json::from_slice(r.payload.as_ref().unwrap()).unwrap();
+                out.push((r.cursor.to_string(), v["n"].as_u64().unwrap()));
+            }
+        }
+        it = page.next_shard_iterator;
+    }
+    out
+}
+
+fn runner_section(stream: &str, extra: &str) -> String {
+    format!(
+        r#"  kinesis:
+    streams: [{stream}]
+    lease_duration_ms: 3000
+    heartbeat_ms: 1000
+    discovery_interval_ms: 1000
+    poll_interval_ms: 200
+  files: {{max_records: 500, max_latency_ms: 500}}
+  http: {{bind: 127.0.0.1, port: 0}}
+  shutdown_timeout_ms: 20000
+{extra}"#
+    )
+}
+
+/// Waits until every shard's checkpoint is its last record.
+async fn wait_landed(
+    stack: &Stack,
+    client: &Client,
+    stream: &str,
+    timeout: Duration,
+    runners: &[&RunnerProc],
+) -> BTreeMap<String, Vec<(String, u64)>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut all = BTreeMap::new();
+        let mut done = true;
+        for s in shards(client, stream).await {
+            let want = expected(client, stream, &s.shard_id).await;
+            let have = stack
+                .checkpoint(Source::Kinesis, stream, &s.shard_id)
+                .await
+                .map(|c| c.cursor);
+            let last = want.last().map(|(c, _)| {
+                use bronze::cursor::Cursor as _;
+                bronze::cursor::KinesisCursor::parse(c).unwrap().sortable()
+            });
+            if have != last {
+                done = false;
+            }
+            all.insert(s.shard_id.clone(), want);
+        }
+        if done {
+            return all;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = runners.iter().map(|r| r.log()).collect();
+            panic!(
+                "not everything landed after {timeout:?}; runner logs:\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Every shard's committed lines are exactly what it holds, in order; every `n` of
+/// `0..total` is landed once; nothing is dead-lettered.
+async fn assert_exactly_once(
+    stack: &Stack,
+    stream: &str,
+    expected: &BTreeMap<String, Vec<(String, u64)>>,
+    total: u64,
+) -> BTreeMap<String, Vec<Value>> {
+    let mut seen = vec![0u32; total as usize];
+    let mut lines_by_shard = BTreeMap::new();
+    for (shard, want) in expected {
+        let lines = stack.committed_lines(Source::Kinesis, stream, shard).await;
+        let got: Vec<(String, u64)> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l["cursor"].as_str().unwrap().to_owned(),
+                    l["payload"]["n"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "shard {shard}: {} lines committed, {} in the shard",
+            got.len(),
+            want.len()
+        );
+        assert_eq!(
+            &got, want,
+            "shard {shard}: committed lines differ from the shard"
+        );
+        for (line, (_, n)) in lines.iter().zip(want) {
+            assert_eq!(line["key"], line["payload"]["k"], "key of {n}");
+            seen[*n as usize] += 1;
+        }
+        lines_by_shard.insert(shard.clone(), lines);
+    }
+    let missing: Vec<usize> = (0..seen.len()).filter(|i| seen[*i] == 0).collect();
+    let doubled: Vec<usize> = (0..seen.len()).filter(|i| seen[*i] > 1).collect();
+    assert!(missing.is_empty(), "never landed: {missing:?}");
+    assert!(doubled.is_empty(), "landed twice: {doubled:?}");
+    assert!(stack.dead_letters().await.is_empty(), "nothing is poison");
+    lines_by_shard
+}
+
+async fn leases(stack: &Stack, stream: &str) -> Vec<Lease> {
+    LeaseStore::new(&stack.sdk, &stack.table)
+        .list(stream)
+        .await
+        .unwrap()
+}
+
+/// A moto server of this test's own, with Kinesis resharding as AWS does it (see
+/// `kinesis/moto_reshard.py`), and a stack on it.
+struct ReshardMoto {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for ReshardMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn reshard_stack() -> (ReshardMoto, Stack) {
+    let port = free_port();
+    let child = Command::new(workspace().join(".venv/bin/python"))
+        .arg(workspace().join("runner/tests/kinesis/moto_reshard.py"))
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run .venv/bin/python with moto (make venv installs it)");
+    let url = format!("http://127.0.0.1:{port}");
+    let moto = ReshardMoto { child, url };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_reshard.py did not listen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&moto.url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .load()
+        .await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let stack = Stack {
+        sdk,
+        bucket: format!("bronze-{}", &id[..12]),
+        table: format!("state-{}", &id[..12]),
+        queue_url: format!("{}/123456789012/dlq-{}", moto.url, &id[..12]),
+        prefix: "bronze".to_owned(),
+    };
+    stack.create_bucket().await.unwrap();
+    stack.create_table().await.unwrap();
+    stack.create_queue().await.unwrap();
+    (moto, stack)
+}
+
+fn unique(name: &str) -> String {
+    format!(
+        "{name}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_runner_lands_eight_shards_of_aggregated_and_plain_records_exactly_once() {
+    let stack = Stack::new().await.unwrap();
+    let client = Client::new(&stack.sdk);
+    let stream = unique("kin-one");
+    create_stream(&client, &stream, 8).await;
+    // 12,000 user records: every third Kinesis record a KPL aggregate of 20.
+    let first = plan(0, 6_000, 97, 3, 20);
+    let second = plan(6_000, 6_000, 97, 3, 20);
+    produce(&client, &stream, &first).await;
+    let config = connector_yaml(&runner_section(&stream, ""));
+    let mut runner = RunnerProc::run(&stack, &config).unwrap();
+    produce(&client, &stream, &second).await;
+    let want = wait_landed(
+        &stack,
+        &client,
+        &stream,
+        Duration::from_secs(120),
+        &[&runner],
+    )
+    .await;
+    assert_eq!(want.len(), 8);
+    let status = runner.terminate(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{}", runner.log());
+    assert_exactly_once(&stack, &stream, &want, 12_000).await;
+    // Graceful shutdown released every lease.
+    let held = leases(&stack, &stream).await;
+    assert_eq!(held.len(), 8);
+    assert!(held.iter().all(|l| l.owner.is_none()), "{held:?}");
+    let log = runner.log();
+    assert!(log.contains("lease released"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn split_and_merge_keep_per_key_order_across_parents_and_children() {
+    let (moto, stack) = reshard_stack().await;
+    let client = Client::new(&stack.sdk);
+    let stream = unique("kin-reshard");
+    create_stream(&client, &stream, 2).await;
+    let keys = 23;
+    produce(&client, &stream, &plan(0, 1_000, keys, 0, 0)).await;
+    // Split shard 0 before the runner starts: parent and children hold records at once, so
+    // reading the children early would land keys out of order.
+    let before = shards(&client, &stream).await;
+    let s0 = before[0].clone();
+    let range = s0.hash_key_range.unwrap();
+    let lo: u128 = range.starting_hash_key.parse().unwrap();
+    let hi: u128 = range.ending_hash_key.parse().unwrap();
+    client
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split(&s0.shard_id)
+        .new_starting_hash_key((lo + (hi - lo) / 2).to_string())
+        .send()
+        .await
+        .unwrap();
+    produce(&client, &stream, &plan(1_000, 1_000, keys, 0, 0)).await;
+    let config = connector_yaml(&runner_section(&stream, ""));
+    let mut runner = RunnerProc::start(
+        &stack,
+        &config,
+        &["run"],
+        &[("AWS_ENDPOINT_URL", moto.url.as_str())],
+    )
+    .unwrap();
+    // Mid-stream: merge the upper child with the old shard 1 while the runner reads.
+    produce(&client, &stream, &plan(2_000, 500, keys, 0, 0)).await;
+    let open: Vec<_> = shards(&client, &stream)
+        .await
+        .into_iter()
+        .filter(|s| {
+            s.sequence_number_range
+                .as_ref()
+                .is_some_and(|r| r.ending_sequence_number.is_none())
+        })
+        .collect();
+    assert_eq!(open.len(), 3, "two children and shard 1");
+    let by_start = |s: &aws_sdk_kinesis::types::Shard| -> u128 {
+        s.hash_key_range
+            .as_ref()
+            .unwrap()
+            .starting_hash_key
+            .parse()
+            .unwrap()
+    };
+    let mut open = open;
+    open.sort_by_key(by_start);
+    client
+        .merge_shards()
+        .stream_name(&stream)
+        .shard_to_merge(&open[1].shard_id)
+        .adjacent_shard_to_merge(&open[2].shard_id)
+        .send()
+        .await
+        .unwrap();
+    produce(&client, &stream, &plan(2_500, 500, keys, 0, 0)).await;
+    let want = wait_landed(
+        &stack,
+        &client,
+        &stream,
+        Duration::from_secs(120),
+        &[&runner],
+    )
+    .await;
+    assert_eq!(
+        want.len(),
+        5,
+        "2 + 2 children of the split + 1 of the merge"
+    );
+    assert!(runner.terminate(Duration::from_secs(30)).unwrap().success());
+    let lines = assert_exactly_once(&stack, &stream, &want, 3_000).await;
+    // Per key, across parents and children: the produced order. A child was read only after
+    // its parents were finished, so its first commit is after their last.
+    let all = shards(&client, &stream).await;
+    for s in &all {
+        let parents: Vec<&String> = s
+            .parent_shard_id
+            .iter()
+            .chain(s.adjacent_parent_shard_id.iter())
+            .collect();
+        let child_log = stack
+            .commit_log(Source::Kinesis, &stream, &s.shard_id)
+            .await;
+        let Some(first_child) = child_log.first() else {
+            continue;
+        };
+        for p in parents {
+            let parent_log = stack.commit_log(Source::Kinesis, &stream, p).await;
+            if let Some(last_parent) = parent_log.last() {
+                assert!(
+                    last_parent.committed_at_ms <= first_child.committed_at_ms,
+                    "{} committed before its parent {p} was finished",
+                    s.shard_id
+                );
+            }
+        }
+    }
+    // Order by lineage (parents first): per key, n increases.
+    let mut order: Vec<String> = Vec::new();
+    let mut placed = BTreeSet::new();
+    while order.len() < all.len() {
+        for s in &all {
+            let ready = s
+                .parent_shard_id
+                .iter()
+                .chain(s.adjacent_parent_shard_id.iter())
+                .all(|p| placed.contains(p));
+            if ready && placed.insert(s.shard_id.clone()) {
+                order.push(s.shard_id.clone());
+            }
+        }
+    }
+    let mut last_by_key: BTreeMap<String, u64> = BTreeMap::new();
+    for shard in &order {
+        for line in &lines[shard] {
+            let key = line["key"].as_str().unwrap().to_owned();
+            let n = line["payload"]["n"].as_u64().unwrap();
+            if let Some(prev) = last_by_key.insert(key.clone(), n) {
+                assert!(
+                    prev < n,
+                    "key {key}: {n} landed after {prev} (shard {shard})"
+                );
+            }
+        }
+    }
+    // Closed parents are finished.
+    let held = leases(&stack, &stream).await;
+    let finished: BTreeSet<String> = held
+        .iter()
+        .filter(|l| l.finished)
+        .map(|l| l.shard.clone())
+        .collect();
+    assert_eq!(
+        finished.len(),
+        3,
+        "the split parent and the two merged: {held:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runners_share_the_shards_and_one_takes_over_after_a_kill() {
+    let stack = Stack::new().await.unwrap();
+    let client = Client::new(&stack.sdk);
+    let stream = unique("kin-two");
+    create_stream(&client, &stream, 6).await;
+    produce(&client, &stream, &plan(0, 3_000, 31, 4, 10)).await;
+    let config = connector_yaml(&runner_section(&stream, ""));
+    let mut a = RunnerProc::run(&stack, &config).unwrap();
+    let mut b = RunnerProc::run(&stack, &config).unwrap();
+    // The leases split evenly: three each.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held = leases(&stack, &stream).await;
+        let mut by_owner: BTreeMap<String, usize> = BTreeMap::new();
+        for l in &held {
+            if let Some(o) = &l.owner {
+                *by_owner.entry(o.clone()).or_default() += 1;
+            }
+        }
+        if by_owner.len() == 2 && by_owner.values().all(|c| *c == 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leases not split evenly: {by_owner:?}\n{}\n----\n{}",
+            a.log(),
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    produce(&client, &stream, &plan(3_000, 3_000, 31, 4, 10)).await;
+    // Kill one while it reads: no drain, no release.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    a.kill9();
+    produce(&client, &stream, &plan(6_000, 3_000, 31, 4, 10)).await;
+    let want = wait_landed(&stack, &client, &stream, Duration::from_secs(120), &[&b]).await;
+    let held = leases(&stack, &stream).await;
+    let owners: BTreeSet<Option<String>> = held.iter().map(|l| l.owner.clone()).collect();
+    assert_eq!(owners.len(), 1, "the survivor holds every lease: {held:?}");
+    assert!(b.terminate(Duration::from_secs(30)).unwrap().success());
+    assert_exactly_once(&stack, &stream, &want, 9_000).await;
+    assert!(b.log().contains("lease taken"));
+}
