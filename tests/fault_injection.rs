@@ -7,7 +7,7 @@
 //! | write the object | `s3:PutObject` | 503 SlowDown, 500, connection reset, response lost, 403 |
 //! | read the checkpoint | `dynamodb:GetItem` | 503, 500, throttling, reset, response lost, 403 |
 //! | commit | `dynamodb:TransactWriteItems` | the same, `TransactionCanceledException` with each reason, an outage that ends by itself |
-//! | send a dead letter | `sqs:SendMessage` | 503, 500, reset, response lost, 403 (a throttling outage: `dead_letter_throttling_is_transient`) |
+//! | send the dead letters | `sqs:SendMessageBatch` | 503, 500, reset, response lost, 403 (a throttling outage: `dead_letter_throttling_is_transient`) |
 //!
 //! Each outage scenario lands a first batch, fails the step for every call (so the fault
 //! outlasts the SDK's own retries) while an overlapping batch with a poison record arrives,
@@ -62,7 +62,7 @@ impl Step {
             Step::Put => "s3:PutObject",
             Step::Checkpoint => "dynamodb:GetItem",
             Step::Commit => "dynamodb:TransactWriteItems",
-            Step::DeadLetter => "sqs:SendMessage",
+            Step::DeadLetter => "sqs:SendMessageBatch",
         }
     }
 }
@@ -648,7 +648,7 @@ async fn kafka_consumer_with_partial_batch_responses_under_faults() {
     run.report("kafka-consumer (KAFKA_PARTIAL_BATCH_RESPONSE=true)");
 }
 
-/// SQS throttling (`RequestThrottled`, the error SendMessage models) that outlasts the
+/// SQS throttling (`RequestThrottled`) of the dead letters' SendMessageBatch that outlasts the
 /// SDK's retries is transient: Kinesis names the first unlanded record, Kafka in partial mode
 /// names the partition. (`bronze::aws::classify` once knew only some of the SDK's throttling
 /// codes and answered this as a permanent failure.)

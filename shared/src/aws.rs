@@ -720,31 +720,122 @@ impl SqsDeadLetterQueue {
     }
 }
 
-#[async_trait]
-impl DeadLetterQueue for SqsDeadLetterQueue {
-    async fn send(&self, dedup_id: &str, body: &str) -> Result<(), PortError> {
-        use aws_sdk_sqs::types::MessageAttributeValue;
-        let attr = MessageAttributeValue::builder()
+impl SqsDeadLetterQueue {
+    fn dedup_attribute(
+        &self,
+        operation: &'static str,
+        dedup_id: &str,
+    ) -> Result<aws_sdk_sqs::types::MessageAttributeValue, PortError> {
+        aws_sdk_sqs::types::MessageAttributeValue::builder()
             .data_type("String")
             .string_value(dedup_id)
             .build()
             .map_err(|e| PortError::Permanent {
-                operation: "sqs:SendMessage",
+                operation,
                 target: self.url.clone(),
                 message: e.to_string(),
-            })?;
+            })
+    }
+
+    /// FIFO queues: `(deduplication id, group id)` of a letter; its group is its partition,
+    /// so letters of one partition stay in order.
+    fn fifo_ids(&self, dedup_id: &str) -> Option<(String, String)> {
+        self.url.ends_with(".fifo").then(|| {
+            let group = dedup_id.rsplit_once('/').map_or(dedup_id, |(g, _)| g);
+            (
+                crate::bronze::key_hash(dedup_id.as_bytes()),
+                crate::bronze::key_hash(group.as_bytes()),
+            )
+        })
+    }
+
+    /// One SendMessageBatch call; returns the indexes (into `chunk`) that failed and, for
+    /// each, whether SQS blamed the sender and its error.
+    async fn send_chunk(
+        &self,
+        letters: &[(String, String)],
+        chunk: &[usize],
+    ) -> Result<Vec<(usize, bool, String)>, PortError> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        const OPERATION: &str = "sqs:SendMessageBatch";
+        let mut request = self.client.send_message_batch().queue_url(&self.url);
+        for &i in chunk {
+            let (dedup_id, body) = &letters[i];
+            let mut entry = SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(body)
+                .message_attributes("dead_letter_id", self.dedup_attribute(OPERATION, dedup_id)?);
+            if let Some((dedup, group)) = self.fifo_ids(dedup_id) {
+                entry = entry
+                    .message_deduplication_id(dedup)
+                    .message_group_id(group);
+            }
+            request = request.entries(entry.build().map_err(|e| PortError::Permanent {
+                operation: OPERATION,
+                target: self.url.clone(),
+                message: e.to_string(),
+            })?);
+        }
+        let out = request.send().await.map_err(|e| {
+            let first = chunk.first().map(|&i| letters[i].0.as_str()).unwrap_or("");
+            classify(OPERATION, &format!("{} ({first}, ...)", self.url), &e)
+        })?;
+        Ok(out
+            .failed()
+            .iter()
+            .filter_map(|f| {
+                let i = f.id().parse::<usize>().ok()?;
+                Some((
+                    i,
+                    f.sender_fault(),
+                    format!("{}: {}", f.code(), f.message().unwrap_or_default()),
+                ))
+            })
+            .collect())
+    }
+}
+
+/// SendMessageBatch limits: 10 entries and 256 KiB of bodies and attributes per call (letters are at most
+/// [`crate::dlq::MAX_INLINE_LETTER_BYTES`] each, so a chunk always holds at least one).
+const BATCH_ENTRIES: usize = 10;
+const BATCH_BYTES: usize = 256 * 1024;
+/// Rounds of resending the entries SQS failed without blaming the sender.
+const BATCH_ROUNDS: usize = 4;
+
+/// Splits letter sizes into SendMessageBatch calls, in order: at most [`BATCH_ENTRIES`] per
+/// call and at most [`BATCH_BYTES`] of bodies (a single larger letter gets a call of its own).
+pub fn batch_chunks(sizes: &[(usize, usize)]) -> Vec<Vec<usize>> {
+    let mut chunks: Vec<Vec<usize>> = Vec::new();
+    let mut bytes = 0;
+    for &(i, size) in sizes {
+        match chunks.last_mut() {
+            Some(chunk) if chunk.len() < BATCH_ENTRIES && bytes + size <= BATCH_BYTES => {
+                chunk.push(i);
+                bytes += size;
+            }
+            _ => {
+                chunks.push(vec![i]);
+                bytes = size;
+            }
+        }
+    }
+    chunks
+}
+
+#[async_trait]
+impl DeadLetterQueue for SqsDeadLetterQueue {
+    async fn send(&self, dedup_id: &str, body: &str) -> Result<(), PortError> {
+        let attr = self.dedup_attribute("sqs:SendMessage", dedup_id)?;
         let mut request = self
             .client
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
             .message_attributes("dead_letter_id", attr);
-        if self.url.ends_with(".fifo") {
-            let hash = crate::bronze::key_hash(dedup_id.as_bytes());
-            let group = dedup_id.rsplit_once('/').map_or(dedup_id, |(g, _)| g);
+        if let Some((dedup, group)) = self.fifo_ids(dedup_id) {
             request = request
-                .message_deduplication_id(hash)
-                .message_group_id(crate::bronze::key_hash(group.as_bytes()));
+                .message_deduplication_id(dedup)
+                .message_group_id(group);
         }
         request
             .send()
@@ -752,11 +843,79 @@ impl DeadLetterQueue for SqsDeadLetterQueue {
             .map(|_| ())
             .map_err(|e| classify("sqs:SendMessage", &format!("{} ({dedup_id})", self.url), &e))
     }
+
+    /// SendMessageBatch, up to 10 letters per call. Entries SQS fails without blaming the
+    /// sender (throttling, internal errors) are sent again, a few rounds, then the error is
+    /// transient; an entry failed as the sender's fault is a permanent error naming it.
+    async fn send_all(&self, letters: &[(String, String)]) -> Result<(), PortError> {
+        let mut pending: Vec<usize> = (0..letters.len()).collect();
+        for round in 0..BATCH_ROUNDS {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(100 << round)).await;
+            }
+            let sizes: Vec<(usize, usize)> = pending
+                .iter()
+                // The body, the id attribute and its name and type.
+                .map(|&i| (i, letters[i].1.len() + letters[i].0.len() + 64))
+                .collect();
+            let mut failed = Vec::new();
+            for chunk in batch_chunks(&sizes) {
+                for (i, sender_fault, error) in self.send_chunk(letters, &chunk).await? {
+                    if sender_fault {
+                        return Err(PortError::Permanent {
+                            operation: "sqs:SendMessageBatch",
+                            target: format!("{} ({})", self.url, letters[i].0),
+                            message: error,
+                        });
+                    }
+                    failed.push((i, error));
+                }
+            }
+            if let Some((i, error)) = failed.first().filter(|_| round + 1 == BATCH_ROUNDS) {
+                return Err(PortError::Transient {
+                    operation: "sqs:SendMessageBatch",
+                    target: format!(
+                        "{} ({}, {} letters in all)",
+                        self.url,
+                        letters[*i].0,
+                        failed.len()
+                    ),
+                    message: error.clone(),
+                });
+            }
+            pending = failed.into_iter().map(|(i, _)| i).collect();
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dead_letters_go_out_ten_at_a_time_within_the_byte_limit() {
+        let small: Vec<(usize, usize)> = (0..23).map(|i| (i, 100)).collect();
+        let chunks = batch_chunks(&small);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 3]);
+        assert_eq!(
+            chunks.concat(),
+            (0..23).collect::<Vec<_>>(),
+            "in order, each once"
+        );
+        // 100 KiB letters: two per call.
+        let big: Vec<(usize, usize)> = (0..5).map(|i| (i, 100 * 1024)).collect();
+        assert_eq!(batch_chunks(&big), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        // A letter larger than the byte limit alone still gets a call.
+        assert_eq!(
+            batch_chunks(&[(7, 300 * 1024), (8, 10)]),
+            vec![vec![7], vec![8]]
+        );
+        assert!(batch_chunks(&[]).is_empty());
+    }
 
     fn reasons(codes: &[&str]) -> Vec<Option<String>> {
         codes.iter().map(|c| Some((*c).to_owned())).collect()

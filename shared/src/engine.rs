@@ -444,9 +444,30 @@ impl Lander {
         };
         let encoded = encode(id, pending, settings, run.run_id, verdicts.as_deref());
         let mut dead_cursors = Some(Vec::new());
+        let mut letters = Vec::with_capacity(encoded.poison.len());
         for (i, reason) in &encoded.poison {
+            letters.push(
+                self.dead_letter(id, &pending[*i], reason.clone(), run)
+                    .await?,
+            );
+        }
+        // One SendMessageBatch per ten letters; then each is logged and counted.
+        let bodies: Vec<(String, String)> = letters
+            .iter()
+            .map(|(letter, body, _)| (letter.id.clone(), body.clone()))
+            .collect();
+        self.dlq.send_all(&bodies).await?;
+        for ((i, _), (letter, _, in_s3)) in encoded.poison.iter().zip(&letters) {
             let record = &pending[*i];
-            self.dead_letter(id, record, reason.clone(), run).await?;
+            RecordDeadLettered {
+                partition: id,
+                cursor: &letter.cursor,
+                key_hash: record.key.as_deref().map(bronze::key_hash).as_deref(),
+                reason: &letter.reason,
+                payload_in_s3: *in_s3,
+                run_id: run.run_id,
+            }
+            .emit(run.metrics);
             if let Some(list) = dead_cursors.as_mut() {
                 if list.len() < crate::ports::MAX_LISTED_DEAD_LETTERS {
                     list.push(record.cursor.to_string());
@@ -549,13 +570,16 @@ impl Lander {
             .collect())
     }
 
+    /// Builds a record's dead letter, moving its payload (and, when still too large, its key
+    /// and headers) to S3 so that it fits the queue. Returns the letter, its body and whether
+    /// the payload went to S3; sending is the caller's.
     async fn dead_letter<C: Cursor>(
         &self,
         id: &PartitionId,
         record: &Record<C>,
         reason: String,
         run: RunContext<'_>,
-    ) -> Result<(), PortError> {
+    ) -> Result<(DeadLetter, String, bool), PortError> {
         let mut letter = DeadLetter::new(id, record, reason, run.run_id, run.now_ms);
         let mut body = letter.to_json().map_err(|e| PortError::Permanent {
             operation: "dlq:serialize",
@@ -589,17 +613,7 @@ impl Lander {
                 })?;
             }
         }
-        self.dlq.send(&letter.id, &body).await?;
-        RecordDeadLettered {
-            partition: id,
-            cursor: &letter.cursor,
-            key_hash: record.key.as_deref().map(bronze::key_hash).as_deref(),
-            reason: &letter.reason,
-            payload_in_s3: in_s3,
-            run_id: run.run_id,
-        }
-        .emit(run.metrics);
-        Ok(())
+        Ok((letter, body, in_s3))
     }
 
     fn emit_landed(

@@ -185,4 +185,15 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 pub trait DeadLetterQueue: Send + Sync + std::fmt::Debug {
     /// Sends one serialized dead letter. `dedup_id` is deterministic per source record.
     async fn send(&self, dedup_id: &str, body: &str) -> Result<(), PortError>;
+
+    /// Sends several `(dedup_id, body)` letters; `Ok` only when every one was accepted. A
+    /// letter may be sent more than once when this is retried (its id is deterministic, so
+    /// consumers and FIFO queues drop repeats). The default sends them one by one; the SQS
+    /// adapter batches them.
+    async fn send_all(&self, letters: &[(String, String)]) -> Result<(), PortError> {
+        for (dedup_id, body) in letters {
+            self.send(dedup_id, body).await?;
+        }
+        Ok(())
+    }
 }
