@@ -395,6 +395,27 @@ async fn one_runner_lands_eight_shards_of_aggregated_and_plain_records_exactly_o
     assert!(held.iter().all(|l| l.owner.is_none()), "{held:?}");
     let log = runner.log();
     assert!(log.contains("lease released"), "{log}");
+    // The operator commands see the shards: status (lag 0 after everything landed),
+    // discover (shards with parents) and verify.
+    for (command, expect) in [
+        ("status", "shardId-000000000007"),
+        ("discover", "source: kinesis"),
+        ("verify", "0 violation(s)"),
+    ] {
+        let mut p = RunnerProc::start(&stack, &config, &[command], &[]).unwrap();
+        let exit = p.wait(Duration::from_secs(60)).unwrap();
+        let out = p.log();
+        assert!(exit.success() && out.contains(expect), "{command}: {out}");
+        if command == "status" {
+            let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("kinesis ")).collect();
+            assert_eq!(rows.len(), 8, "{out}");
+            assert!(
+                rows.iter()
+                    .all(|r| r.split_whitespace().nth(5) == Some("0")),
+                "{out}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -479,11 +500,7 @@ async fn split_and_merge_keep_per_key_order_across_parents_and_children() {
     // its parents were finished, so its first commit is after their last.
     let all = shards(&client, &stream).await;
     for s in &all {
-        let parents: Vec<&String> = s
-            .parent_shard_id
-            .iter()
-            .chain(s.adjacent_parent_shard_id.iter())
-            .collect();
+        let parents = streaming_connector::kinesis::parents(s);
         let child_log = stack
             .commit_log(Source::Kinesis, &stream, &s.shard_id)
             .await;
@@ -491,7 +508,7 @@ async fn split_and_merge_keep_per_key_order_across_parents_and_children() {
             continue;
         };
         for p in parents {
-            let parent_log = stack.commit_log(Source::Kinesis, &stream, p).await;
+            let parent_log = stack.commit_log(Source::Kinesis, &stream, &p).await;
             if let Some(last_parent) = parent_log.last() {
                 assert!(
                     last_parent.committed_at_ms <= first_child.committed_at_ms,
@@ -506,10 +523,8 @@ async fn split_and_merge_keep_per_key_order_across_parents_and_children() {
     let mut placed = BTreeSet::new();
     while order.len() < all.len() {
         for s in &all {
-            let ready = s
-                .parent_shard_id
+            let ready = streaming_connector::kinesis::parents(s)
                 .iter()
-                .chain(s.adjacent_parent_shard_id.iter())
                 .all(|p| placed.contains(p));
             if ready && placed.insert(s.shard_id.clone()) {
                 order.push(s.shard_id.clone());
