@@ -602,3 +602,91 @@ async fn two_runners_share_the_shards_and_one_takes_over_after_a_kill() {
     assert_exactly_once(&stack, &stream, &want, 9_000).await;
     assert!(b.log().contains("lease taken"));
 }
+
+fn kinesis_error(code: &str) -> integration_tests::fault_proxy::Fault {
+    integration_tests::fault_proxy::Fault::Error {
+        status: 400,
+        code: code.to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_and_expired_iterators_are_survived_without_loss() {
+    use integration_tests::fault_proxy::{FaultProxy, Rule};
+    let stack = Stack::new().await.unwrap();
+    let client = Client::new(&stack.sdk);
+    let stream = unique("kin-faults");
+    create_stream(&client, &stream, 4).await;
+    produce(&client, &stream, &plan(0, 2_000, 17, 3, 10)).await;
+    let proxy = FaultProxy::start().unwrap();
+    let throttled = proxy.add(Rule::next(
+        "kinesis:GetRecords",
+        kinesis_error("ProvisionedThroughputExceededException"),
+        12,
+    ));
+    let expired = proxy.add(Rule::next(
+        "kinesis:GetRecords",
+        kinesis_error("ExpiredIteratorException"),
+        6,
+    ));
+    let config = connector_yaml(&runner_section(&stream, ""));
+    let mut runner = RunnerProc::start(
+        &stack,
+        &config,
+        &["run"],
+        &[("AWS_ENDPOINT_URL", proxy.url())],
+    )
+    .unwrap();
+    produce(&client, &stream, &plan(2_000, 2_000, 17, 3, 10)).await;
+    let want = wait_landed(
+        &stack,
+        &client,
+        &stream,
+        Duration::from_secs(120),
+        &[&runner],
+    )
+    .await;
+    assert!(runner.terminate(Duration::from_secs(30)).unwrap().success());
+    assert_eq!(throttled.stats().injected, 12);
+    assert_eq!(expired.stats().injected, 6);
+    // Throttling is retried with backoff by the SDK's standard retry first (it classifies
+    // ProvisionedThroughputExceededException as throttling), then by the reader.
+    let log = runner.log();
+    assert!(log.contains("shard iterator expired"), "{log}");
+    assert_exactly_once(&stack, &stream, &want, 4_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denied_get_records_stops_the_runner_naming_the_action_and_stream() {
+    use integration_tests::fault_proxy::{FaultProxy, Rule, Times};
+    let stack = Stack::new().await.unwrap();
+    let client = Client::new(&stack.sdk);
+    let stream = unique("kin-denied");
+    create_stream(&client, &stream, 1).await;
+    let proxy = FaultProxy::start().unwrap();
+    proxy.add(Rule {
+        operation: "kinesis:GetRecords".into(),
+        body_contains: None,
+        fault: integration_tests::fault_proxy::Fault::Error {
+            status: 400,
+            code: "AccessDeniedException".into(),
+        },
+        times: Times::UntilCleared,
+    });
+    let config = connector_yaml(&runner_section(&stream, ""));
+    let mut runner = RunnerProc::start(
+        &stack,
+        &config,
+        &["run"],
+        &[("AWS_ENDPOINT_URL", proxy.url())],
+    )
+    .unwrap();
+    let status = runner.wait(Duration::from_secs(60)).unwrap();
+    assert!(!status.success());
+    let log = runner.log();
+    assert!(
+        log.contains(&format!("kinesis:GetRecords on stream {stream}"))
+            && log.contains("AccessDeniedException"),
+        "{log}"
+    );
+}
