@@ -603,6 +603,22 @@ async fn two_runners_share_the_shards_and_one_takes_over_after_a_kill() {
     assert!(b.log().contains("lease taken"));
 }
 
+/// A runner reading `stream` with every AWS call through `proxy`.
+fn run_behind(
+    stack: &Stack,
+    stream: &str,
+    proxy: &integration_tests::fault_proxy::FaultProxy,
+) -> RunnerProc {
+    let config = connector_yaml(&runner_section(stream, ""));
+    RunnerProc::start(
+        stack,
+        &config,
+        &["run"],
+        &[("AWS_ENDPOINT_URL", proxy.url())],
+    )
+    .unwrap()
+}
+
 fn kinesis_error(code: &str) -> integration_tests::fault_proxy::Fault {
     integration_tests::fault_proxy::Fault::Error {
         status: 400,
@@ -629,14 +645,7 @@ async fn throttling_and_expired_iterators_are_survived_without_loss() {
         kinesis_error("ExpiredIteratorException"),
         6,
     ));
-    let config = connector_yaml(&runner_section(&stream, ""));
-    let mut runner = RunnerProc::start(
-        &stack,
-        &config,
-        &["run"],
-        &[("AWS_ENDPOINT_URL", proxy.url())],
-    )
-    .unwrap();
+    let mut runner = run_behind(&stack, &stream, &proxy);
     produce(&client, &stream, &plan(2_000, 2_000, 17, 3, 10)).await;
     let want = wait_landed(
         &stack,
@@ -667,20 +676,10 @@ async fn a_denied_get_records_stops_the_runner_naming_the_action_and_stream() {
     proxy.add(Rule {
         operation: "kinesis:GetRecords".into(),
         body_contains: None,
-        fault: integration_tests::fault_proxy::Fault::Error {
-            status: 400,
-            code: "AccessDeniedException".into(),
-        },
+        fault: kinesis_error("AccessDeniedException"),
         times: Times::UntilCleared,
     });
-    let config = connector_yaml(&runner_section(&stream, ""));
-    let mut runner = RunnerProc::start(
-        &stack,
-        &config,
-        &["run"],
-        &[("AWS_ENDPOINT_URL", proxy.url())],
-    )
-    .unwrap();
+    let mut runner = run_behind(&stack, &stream, &proxy);
     let status = runner.wait(Duration::from_secs(60)).unwrap();
     assert!(!status.success());
     let log = runner.log();
