@@ -39,9 +39,7 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use bronze::cursor::{Cursor, KinesisCursor, SequenceNumber};
 use bronze::engine::Lander;
 use bronze::ports::StateStore;
-use bronze::record::{Header, PartitionId, Record, Source};
-use bronze::sources::kinesis::EXPLICIT_HASH_KEY_HEADER;
-use bronze::sources::kpl;
+use bronze::record::{PartitionId, Record, Source};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,58 +73,12 @@ pub fn to_records(
     } = record;
     let sequence = SequenceNumber::parse(&sequence_number)?;
     let timestamp_ms = approximate_arrival_timestamp.and_then(|t| t.to_millis().ok());
-    let make = |cursor, key: String, headers, payload| Record {
-        cursor,
-        key: Some(key.into_bytes()),
-        headers,
+    Ok(bronze::sources::kinesis::records_of(
+        sequence,
+        partition_key,
+        data.into_inner(),
         timestamp_ms,
-        payload: Some(payload),
-        defect: None,
-        schema_id: None,
-    };
-    Ok(match kpl::deaggregate(data.into_inner()) {
-        kpl::Deaggregated::Plain(payload) => (
-            vec![make(
-                KinesisCursor::plain(sequence),
-                partition_key,
-                Vec::new(),
-                payload,
-            )],
-            None,
-        ),
-        kpl::Deaggregated::Undecodable { data, reason } => (
-            vec![make(
-                KinesisCursor::plain(sequence),
-                partition_key,
-                Vec::new(),
-                data,
-            )],
-            Some(reason),
-        ),
-        kpl::Deaggregated::Aggregate(users) => (
-            (0u32..)
-                .zip(users)
-                .map(|(sub, user)| {
-                    let headers = user
-                        .explicit_hash_key
-                        .map(|hash| Header {
-                            key: EXPLICIT_HASH_KEY_HEADER.to_owned(),
-                            raw_key: None,
-                            value: Some(hash.into_bytes()),
-                        })
-                        .into_iter()
-                        .collect();
-                    make(
-                        KinesisCursor::user_record(sequence.clone(), sub),
-                        user.partition_key,
-                        headers,
-                        user.data,
-                    )
-                })
-                .collect(),
-            None,
-        ),
-    })
+    ))
 }
 
 /// Every shard of `stream` (ListShards, all pages).
@@ -902,6 +854,7 @@ impl Coordinator {
 mod tests {
     use super::*;
     use base64::Engine as _;
+    use bronze::sources::kpl;
 
     fn seq(s: &str) -> SequenceNumber {
         SequenceNumber::parse(s).unwrap()
