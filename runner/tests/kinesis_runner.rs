@@ -8,14 +8,11 @@ mod common;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use bronze::record::Source;
 use common::*;
 use integration_tests::{Stack, workspace};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use streaming_connector::leases::{Lease, LeaseStore};
@@ -36,45 +33,18 @@ fn payload(n: u64, key: &str) -> Vec<u8> {
     format!("{{\"n\":{n},\"k\":\"{key}\"}}").into_bytes()
 }
 
-/// Builds KPL aggregates with `aws_kinesis_agg.aggregator.RecordAggregator`.
+/// Builds KPL aggregates with AWS's reference aggregator.
 fn aggregates(lists: &[Vec<(String, Vec<u8>)>]) -> Vec<Vec<u8>> {
-    let spec: Vec<Vec<Value>> = lists
+    let lists: Vec<Vec<integration_tests::KplUserRecord>> = lists
         .iter()
         .map(|users| {
             users
                 .iter()
-                .map(|(pk, data)| json!([pk, B64.encode(data)]))
+                .map(|(pk, data)| (pk.clone(), None, data.clone()))
                 .collect()
         })
         .collect();
-    let script = r#"
-import base64, json, sys
-from aws_kinesis_agg.aggregator import RecordAggregator
-out = []
-for users in json.load(sys.stdin):
-    agg = RecordAggregator()
-    for pk, data in users:
-        assert agg.add_user_record(pk, base64.b64decode(data)) is None
-    _, _, data = agg.clear_and_get().get_contents()
-    out.append(base64.b64encode(data).decode())
-print(json.dumps(out))
-"#;
-    let mut child = Command::new(workspace().join(".venv/bin/python"))
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run .venv/bin/python (make venv installs aws-kinesis-agg)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(&spec).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "aws-kinesis-agg failed");
-    let encoded: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
-    encoded.iter().map(|e| B64.decode(e).unwrap()).collect()
+    integration_tests::kpl_aggregates(&lists)
 }
 
 /// `count` user records numbered from `start`, keys `k<n % keys>`; every `every`-th group of
