@@ -248,7 +248,11 @@ pub fn status_table(rows: &[StatusRow]) -> String {
             r.partition.partition,
             r.checkpoint.as_deref().unwrap_or("-"),
             r.high_watermark.map_or("-".into(), |h| h.to_string()),
-            r.lag.map_or("-".into(), |l| l.to_string()),
+            r.lag.map_or("-".into(), |l| match r.partition.source {
+                // MillisBehindLatest: time, not records.
+                Source::Kinesis => format!("{l}ms"),
+                _ => l.to_string(),
+            }),
             r.last_commit.as_ref().map_or("-", |(_, by)| by.as_str()),
         ));
     }

@@ -25,8 +25,9 @@
 //!   checkpoint when nothing was received: AFTER_SEQUENCE_NUMBER of a plain record,
 //!   AT_SEQUENCE_NUMBER of an aggregate a user record of which is the checkpoint (the user
 //!   records at or below it are dropped before landing). A shard without a checkpoint starts
-//!   at `start_from`. `MillisBehindLatest` is the partition's lag (the `consumer_lag_records`
-//!   gauge holds milliseconds for Kinesis partitions).
+//!   at `start_from`. `MillisBehindLatest` is the partition's lag: the
+//!   `bronze_consumer_lag_milliseconds` gauge, and the concurrency ceiling's demand signal
+//!   (one permit per `concurrency.lag_ms_per_permit`).
 //! - **Shutdown**: readers stop, the pipeline lands and commits what it holds, leases are
 //!   released (or finished), so another runner continues at once.
 
@@ -502,7 +503,7 @@ pub async fn start(
         setup.connector.clone(),
         runner.files.clone(),
         runner.buffer.max_bytes,
-        &runner.concurrency,
+        &runner.concurrency.for_lag_in_millis(),
         shared.clone(),
         Arc::new(NoAcks),
         run_id,
