@@ -312,10 +312,21 @@ pub async fn verify(config: Option<String>, stream: Option<String>) -> anyhow::R
     };
     let state = DynamoStateStore::new(&sdk, &env.state_table);
     let objects = S3ObjectStore::new(&sdk, &env.bucket);
-    let probe = consumer.as_ref().map(|c| c as &dyn audit::SourceProbe);
-    let report = audit::verify(&state, &objects, probe, stream.as_deref(), stuck_after).await?;
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let probes = audit::Probes {
+        kafka: consumer.as_ref().map(|c| c as &dyn audit::SourceProbe),
+        kinesis: Some(&kinesis),
+    };
+    let report = audit::verify(&state, &objects, probes, stream.as_deref(), stuck_after).await?;
     for v in &report.violations {
         println!("VIOLATION {}: {}", v.partition, v.problem);
+    }
+    if !report.unchecked.is_empty() {
+        let names: Vec<String> = report.unchecked.iter().map(|p| p.to_string()).collect();
+        println!(
+            "not in this account's Kinesis, checked against the commit log only: {}",
+            names.join(", ")
+        );
     }
     println!(
         "verified {} partitions, {} commits, {} records landed, {} dead-lettered: {} violation(s)",
