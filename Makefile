@@ -43,7 +43,7 @@ stack-up: venv ## Start moto on 127.0.0.1:$MOTO_PORT and create the bucket, tabl
 stack-down: ## Stop moto
 	$(VENV)/bin/python scripts/stack.py down
 
-run: venv build ## Main job: fresh local stack, invoke both functions with every sample event, print the results
+run: venv build ## Main job: fresh local stack, both functions with every sample event, then the runner on a Kafka topic and a Kinesis stream
 	scripts/run-local.sh
 
 invoke-local: run ## Alias of run
