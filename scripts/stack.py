@@ -60,8 +60,11 @@ def up():
     os.makedirs(STACK_DIR, exist_ok=True)
     if not ready():
         log = open(os.path.join(STACK_DIR, f"moto-{PORT}.log"), "w")
-        moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
-        proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(PORT)], stdout=log, stderr=log, start_new_session=True)
+        # moto's server with DynamoDB transactions isolated (scripts/moto_server.py says why).
+        moto = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_server.py")
+        proc = subprocess.Popen(
+            [sys.executable, moto, "-H", "127.0.0.1", "-p", str(PORT)], stdout=log, stderr=log, start_new_session=True
+        )
         with open(PIDFILE, "w") as f:
             f.write(str(proc.pid))
         for _ in range(150):
