@@ -3,7 +3,7 @@
 use crate::config::RunnerConfig;
 use crate::secrets::SaslCredentials;
 use anyhow::Context as _;
-use bronze::cursor::{Cursor, KafkaOffset, KinesisCursor, PulsarMessageId};
+use bronze::cursor::{Cursor, KafkaOffset, KinesisCursor};
 use bronze::ports::{ObjectStore, StateStore};
 use bronze::record::{PartitionId, Source};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -159,7 +159,7 @@ pub async fn status(
         let checkpoint = state.checkpoint(&id).await?;
         let display = checkpoint
             .as_ref()
-            .map(|c| display_cursor(id.source, &c.cursor));
+            .map(|c| bronze::cursor::display(id.source, &c.cursor));
         let high = marks.get(&id).copied();
         let lag = match (id.source, high) {
             (Source::Kafka, Some(h)) => {
@@ -207,7 +207,7 @@ pub async fn kinesis_status(
                         partition: id.clone(),
                         checkpoint: checkpoint
                             .as_ref()
-                            .map(|c| display_cursor(id.source, &c.cursor)),
+                            .map(|c| bronze::cursor::display(id.source, &c.cursor)),
                         high_watermark: None,
                         lag: None,
                         last_commit: checkpoint
@@ -258,15 +258,6 @@ pub fn status_table(rows: &[StatusRow]) -> String {
         ));
     }
     out
-}
-
-fn display_cursor(source: Source, sortable: &str) -> String {
-    match source {
-        Source::Kafka => KafkaOffset::parse(sortable).map(|c| c.to_string()),
-        Source::Kinesis => KinesisCursor::parse(sortable).map(|c| c.to_string()),
-        Source::Pulsar => PulsarMessageId::parse(sortable).map(|c| c.to_string()),
-    }
-    .unwrap_or_else(|_| sortable.to_owned())
 }
 
 /// A broken promise found by `verify`.
@@ -588,8 +579,8 @@ pub async fn verify(
             if &c.cursor != last {
                 problem(format!(
                     "checkpoint {} is not the last committed cursor {}",
-                    display_cursor(id.source, &c.cursor),
-                    display_cursor(id.source, last)
+                    bronze::cursor::display(id.source, &c.cursor),
+                    bronze::cursor::display(id.source, last)
                 ));
             }
         }
@@ -616,10 +607,10 @@ pub async fn verify(
                 if entry.first <= prev.last {
                     problem(format!(
                         "cursors committed twice: commit {}..{} overlaps {}..{}",
-                        display_cursor(id.source, &entry.first),
-                        display_cursor(id.source, &entry.last),
-                        display_cursor(id.source, &prev.first),
-                        display_cursor(id.source, &prev.last)
+                        bronze::cursor::display(id.source, &entry.first),
+                        bronze::cursor::display(id.source, &entry.last),
+                        bronze::cursor::display(id.source, &prev.first),
+                        bronze::cursor::display(id.source, &prev.last)
                     ));
                 }
             }

@@ -331,6 +331,20 @@ impl Cursor for PulsarMessageId {
     }
 }
 
+/// A stored (sortable) cursor of `source` in its display form: a Kafka offset, a Kinesis
+/// `<sequence>` or `<sequence>:<sub>`, a Pulsar `ledger:entry:batch`. What logs and reports
+/// show, since the sortable form of a KPL user record or a Pulsar id reads like some other
+/// number once unpadded. Text that is not a cursor of `source` is returned as it is.
+pub fn display(source: crate::record::Source, sortable: &str) -> String {
+    use crate::record::Source;
+    match source {
+        Source::Kafka => KafkaOffset::parse(sortable).map(|c| c.to_string()),
+        Source::Kinesis => KinesisCursor::parse(sortable).map(|c| c.to_string()),
+        Source::Pulsar => PulsarMessageId::parse(sortable).map(|c| c.to_string()),
+    }
+    .unwrap_or_else(|_| sortable.to_owned())
+}
+
 /// The display form of a sortable cursor (zero padding removed), for logs.
 pub fn unpad(sortable: &str) -> &str {
     let trimmed = sortable.trim_start_matches('0');
@@ -427,6 +441,21 @@ mod tests {
         // Entry order within a ledger, ledger order first.
         assert!(PulsarMessageId::new(1, 9, None) < PulsarMessageId::new(2, 0, None));
         assert!(PulsarMessageId::new(1, 9, Some(0)) < PulsarMessageId::new(1, 9, Some(1)));
+    }
+
+    #[test]
+    fn stored_cursors_display_as_their_source_writes_them() {
+        use crate::record::Source;
+        let user = KinesisCursor::user_record(SequenceNumber::parse("1").unwrap(), 0);
+        assert_eq!(display(Source::Kinesis, &user.sortable()), "1:0");
+        let plain = KinesisCursor::plain(SequenceNumber::parse("10000000000").unwrap());
+        assert_eq!(display(Source::Kinesis, &plain.sortable()), "10000000000");
+        // Unpadded, both sortable forms read as the same number.
+        assert_eq!(unpad(&user.sortable()), unpad(&plain.sortable()));
+        assert_eq!(display(Source::Kafka, &KafkaOffset(42).sortable()), "42");
+        let id = PulsarMessageId::new(7, 3, Some(2));
+        assert_eq!(display(Source::Pulsar, &id.sortable()), id.to_string());
+        assert_eq!(display(Source::Kafka, "not a cursor"), "not a cursor");
     }
 
     fn kc(s: &str) -> KinesisCursor {

@@ -204,8 +204,9 @@ impl RecordsLanded<'_> {
     pub fn emit(&self, metrics: &Metrics) {
         tracing::info!(
             source = %self.partition.source, stream = %self.partition.stream,
-            partition = %self.partition.partition, cursor = crate::cursor::unpad(self.last),
-            first = crate::cursor::unpad(self.first),
+            partition = %self.partition.partition,
+            cursor = crate::cursor::display(self.partition.source, self.last),
+            first = crate::cursor::display(self.partition.source, self.first),
             records = self.records, bytes = self.bytes, dead_lettered = self.dead_lettered,
             object_key = self.object_key, adopted = self.adopted, run_id = self.run_id,
             "records landed and committed"
