@@ -439,6 +439,12 @@ impl<'a> BronzeWriter<'a> {
         self.raw_bytes
     }
 
+    /// Takes the members completed so far (in order), so they can be compressed while the
+    /// writer goes on; [`Self::into_members`] then returns only the rest.
+    pub fn take_finished(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.members)
+    }
+
     /// The object's uncompressed members, in order (none when nothing was appended), for
     /// [`crate::compress::compress`].
     pub fn into_members(mut self) -> Vec<Vec<u8>> {

@@ -6,10 +6,14 @@
 //! every reader (`gunzip`, `zstd -d`, DuckDB, Athena, Spark, Python's `gzip`) reads an object
 //! whole. The writer cuts members at record boundaries chosen from the records alone
 //! ([`crate::bronze::MEMBER_TARGET_BYTES`]), and each member is compressed on its own, so an
-//! object's bytes never depend on how many threads compressed it.
+//! object's bytes never depend on how many threads compressed it. The landing hands each
+//! member to the compressor as soon as it is cut ([`Pipeline`], a bounded number in flight),
+//! so an object's uncompressed lines are never all in memory.
 
 use rayon::prelude::*;
 use serde::Deserialize;
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::Read;
 use std::ops::RangeInclusive;
 
@@ -139,23 +143,72 @@ impl Compression {
     }
 }
 
-/// Compresses one member: a complete gzip member or zstd frame holding `input`.
-pub fn compress_member(input: &[u8], c: Compression) -> Vec<u8> {
-    match c.codec {
-        Codec::Gzip => {
-            let level = libdeflater::CompressionLvl::new(c.level as i32)
-                .expect("Compression::new only admits libdeflate's levels 1 to 12");
-            let mut compressor = libdeflater::Compressor::new(level);
-            let mut out = vec![0; compressor.gzip_compress_bound(input.len())];
-            let n = compressor
-                .gzip_compress(input, &mut out)
-                .expect("the output buffer is gzip_compress_bound bytes, enough for any input");
-            out.truncate(n);
-            out
+thread_local! {
+    /// This thread's encoder (its level) and output buffer, kept between members: a
+    /// libdeflate compressor at level 6 or a zstd context is a few hundred KiB to a few MiB of
+    /// tables that would otherwise be allocated, faulted in and freed for every member.
+    static ENCODER: RefCell<Option<(Compression, Encoder)>> = const { RefCell::new(None) };
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+enum Encoder {
+    Gzip(libdeflater::Compressor),
+    Zstd(zstd::bulk::Compressor<'static>),
+}
+
+impl Encoder {
+    fn new(c: Compression) -> Self {
+        match c.codec {
+            Codec::Gzip => Encoder::Gzip(libdeflater::Compressor::new(
+                libdeflater::CompressionLvl::new(c.level as i32)
+                    .expect("Compression::new only admits libdeflate's levels 1 to 12"),
+            )),
+            Codec::Zstd => Encoder::Zstd(
+                zstd::bulk::Compressor::new(c.level as i32)
+                    .expect("Compression::new only admits zstd's levels 1 to 19"),
+            ),
         }
-        Codec::Zstd => zstd::bulk::compress(input, c.level as i32)
-            .expect("Compression::new only admits zstd's levels 1 to 19, and bulk::compress sizes its own buffer"),
     }
+
+    /// Compresses `input` into `buf`, returning the length of the output at its start.
+    fn encode(&mut self, input: &[u8], buf: &mut Vec<u8>) -> usize {
+        match self {
+            Encoder::Gzip(compressor) => {
+                // libdeflate writes into an initialised slice: the buffer is zeroed once, up
+                // to the largest bound seen, and reused as it is.
+                let bound = compressor.gzip_compress_bound(input.len());
+                if buf.len() < bound {
+                    buf.resize(bound, 0);
+                }
+                compressor
+                    .gzip_compress(input, &mut buf[..bound])
+                    .expect("the output buffer is gzip_compress_bound bytes, enough for any input")
+            }
+            Encoder::Zstd(compressor) => {
+                buf.clear();
+                buf.reserve(zstd::zstd_safe::compress_bound(input.len()));
+                compressor
+                    .compress_to_buffer(input, buf)
+                    .expect("the output buffer is compress_bound bytes, enough for any input")
+            }
+        }
+    }
+}
+
+/// Compresses one member: a complete gzip member or zstd frame holding `input`. The thread's
+/// encoder and buffer are reused between calls (the bytes are those of a fresh encoder: test
+/// `reused_encoders_give_the_same_bytes`); the member returned is exactly its size.
+pub fn compress_member(input: &[u8], c: Compression) -> Vec<u8> {
+    ENCODER.with_borrow_mut(|slot| {
+        if slot.as_ref().is_none_or(|(current, _)| *current != c) {
+            *slot = Some((c, Encoder::new(c)));
+        }
+        let (_, encoder) = slot.as_mut().expect("set above");
+        SCRATCH.with_borrow_mut(|buf| {
+            let n = encoder.encode(input, buf);
+            buf[..n].to_vec()
+        })
+    })
 }
 
 /// Compresses the members of one object, in parallel on the current rayon pool, and
@@ -173,22 +226,74 @@ pub fn compress(members: Vec<Vec<u8>>, c: Compression) -> Vec<u8> {
     out
 }
 
-/// Starts [`compress`] on rayon's global pool (one thread per core) at once, and returns the
-/// body as a future, so the async runtime never blocks on it: the partitions of one
-/// invocation compress in parallel with each other, with the encoding of the next one and
-/// with the caller's own I/O until it awaits.
-pub fn compress_off_runtime(
-    members: Vec<Vec<u8>>,
-    c: Compression,
-) -> impl Future<Output = Vec<u8>> + Send + 'static {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    rayon::spawn(move || {
-        // The receiver is only gone when the landing was abandoned; nothing to tell then.
-        let _ = tx.send(compress(members, c));
-    });
-    async move {
-        rx.await
-            .expect("the compression job sends its result: compress_member cannot panic")
+/// Compresses the members of one object as the writer cuts them: each member is handed to
+/// rayon's global pool (one thread per core) as soon as it is full, at most
+/// [`Pipeline::limit`] are in flight (so an object's uncompressed lines are never all held:
+/// the writer waits, without blocking the async runtime, for the oldest member when the
+/// limit is reached), and the compressed parts are appended to the body in order. The body
+/// is the same bytes as [`compress`] gives for the same members, whatever the core count.
+#[derive(Debug)]
+pub struct Pipeline {
+    compression: Compression,
+    limit: usize,
+    in_flight: VecDeque<tokio::sync::oneshot::Receiver<Vec<u8>>>,
+    body: Vec<u8>,
+}
+
+impl Pipeline {
+    /// A pipeline for one object, allowing one member in flight per thread of the global
+    /// pool plus one waiting (so no core idles while the writer cuts the next member).
+    pub fn new(compression: Compression) -> Self {
+        Self::with_limit(compression, rayon::current_num_threads() + 1)
+    }
+
+    /// A pipeline with at most `limit` (at least 1) members in flight.
+    pub fn with_limit(compression: Compression, limit: usize) -> Self {
+        Self {
+            compression,
+            limit: limit.max(1),
+            in_flight: VecDeque::with_capacity(limit.max(1)),
+            body: Vec::new(),
+        }
+    }
+
+    /// The most members in flight at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Hands one member to the compressor, first waiting for the oldest one when `limit`
+    /// are in flight. The member's lines are freed as soon as it is compressed.
+    pub async fn push(&mut self, member: Vec<u8>) {
+        while self.in_flight.len() >= self.limit {
+            self.append_oldest().await;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let c = self.compression;
+        rayon::spawn(move || {
+            let part = compress_member(&member, c);
+            drop(member);
+            // The receiver is only gone when the landing was abandoned; nothing to tell then.
+            let _ = tx.send(part);
+        });
+        self.in_flight.push_back(rx);
+    }
+
+    async fn append_oldest(&mut self) {
+        if let Some(rx) = self.in_flight.pop_front() {
+            let part = rx
+                .await
+                .expect("the compression job sends its result: compress_member cannot panic");
+            self.body.extend_from_slice(&part);
+        }
+    }
+
+    /// Waits for the members still in flight and returns the object's body.
+    pub async fn finish(mut self) -> Vec<u8> {
+        while !self.in_flight.is_empty() {
+            self.append_oldest().await;
+        }
+        self.body
     }
 }
 
@@ -254,6 +359,79 @@ mod tests {
             .read_to_string(&mut text)
             .unwrap();
         assert_eq!(text, "a\nb\n");
+    }
+
+    /// What a fresh encoder gives, for comparison with the reused thread-local ones.
+    fn fresh(input: &[u8], c: Compression) -> Vec<u8> {
+        match c.codec() {
+            Codec::Gzip => {
+                let mut compressor = libdeflater::Compressor::new(
+                    libdeflater::CompressionLvl::new(c.level() as i32).unwrap(),
+                );
+                let mut out = vec![0; compressor.gzip_compress_bound(input.len())];
+                let n = compressor.gzip_compress(input, &mut out).unwrap();
+                out.truncate(n);
+                out
+            }
+            Codec::Zstd => zstd::bulk::compress(input, c.level() as i32).unwrap(),
+        }
+    }
+
+    #[test]
+    fn reused_encoders_give_the_same_bytes() {
+        let big: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| {
+                format!("{{\"n\":{i},\"h\":\"{:x}\"}}\n", i.wrapping_mul(2654435761)).into_bytes()
+            })
+            .collect();
+        let inputs: [&[u8]; 4] = [&big, b"", b"a\n", &big[..1000]];
+        // Levels and codecs alternate, so every encoder is reused after others and after
+        // larger inputs (its buffer then holds stale bytes past the output).
+        for round in 0..2 {
+            for c in [
+                Compression::new(Codec::Gzip, 6).unwrap(),
+                Compression::new(Codec::Zstd, 3).unwrap(),
+                Compression::new(Codec::Gzip, 1).unwrap(),
+                Compression::new(Codec::Zstd, 1).unwrap(),
+            ] {
+                for input in inputs {
+                    assert_eq!(
+                        compress_member(input, c),
+                        fresh(input, c),
+                        "{c:?}, {} bytes, round {round}",
+                        input.len()
+                    );
+                }
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pipeline_gives_the_bytes_of_compress_at_any_limit() {
+        let members: Vec<Vec<u8>> = (0..23)
+            .map(|m| {
+                (0..(m * 997) % 5000)
+                    .flat_map(|i| format!("{m}-{i}\n").into_bytes())
+                    .collect()
+            })
+            .collect();
+        for codec in [Codec::Gzip, Codec::Zstd] {
+            let c = Compression::of(codec);
+            let expected = compress(members.clone(), c);
+            for limit in [1, 2, 3, 8, 100] {
+                let mut pipeline = Pipeline::with_limit(c, limit);
+                for member in members.clone() {
+                    pipeline.push(member).await;
+                    assert!(pipeline.in_flight.len() <= limit);
+                }
+                assert_eq!(
+                    pipeline.finish().await,
+                    expected,
+                    "{codec:?}, limit {limit}"
+                );
+            }
+            assert!(Pipeline::with_limit(c, 0).finish().await.is_empty());
+        }
     }
 
     #[test]

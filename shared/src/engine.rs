@@ -17,6 +17,7 @@
 //! `docs/landing-contract.md`.
 
 use crate::bronze::{self, BronzeWriter};
+use crate::compress::Pipeline;
 use crate::config::StreamSettings;
 use crate::cursor::{Cursor, CursorError};
 use crate::decode::SchemaDecoder;
@@ -442,10 +443,11 @@ impl Lander {
             }
             None => None,
         };
-        let mut encoded = encode(id, pending, settings, run.run_id, verdicts.as_deref());
-        // Compressing on rayon's threads while the dead letters go out.
-        let members = std::mem::take(&mut encoded.members);
-        let body = crate::compress::compress_off_runtime(members, settings.compression);
+        // Each member is compressed on rayon's threads as soon as it is cut, so the object's
+        // lines are never all held; the last members compress while the dead letters go out.
+        let (encoded, pipeline) =
+            encode_pipelined(id, pending, settings, run.run_id, verdicts.as_deref()).await;
+        let body = pipeline.finish();
         let mut dead_cursors = Some(Vec::new());
         let mut letters = Vec::with_capacity(encoded.poison.len());
         for (i, reason) in &encoded.poison {
@@ -538,10 +540,9 @@ impl Lander {
                     partition = %id, object_key = %key, replacement = %set_key, run_id = run.run_id,
                     "an object of an earlier attempt holds other records of this range (verdicts changed): landing under a key that names this set"
                 );
-                let again = encode(id, pending, settings, run.run_id, verdicts.as_deref());
-                let again =
-                    crate::compress::compress_off_runtime(again.members, settings.compression)
-                        .await;
+                let (_, pipeline) =
+                    encode_pipelined(id, pending, settings, run.run_id, verdicts.as_deref()).await;
+                let again = pipeline.finish().await;
                 adopted =
                     self.objects.put_if_absent(&set_key, again).await? == PutOutcome::AlreadyExists;
                 key = set_key;
@@ -716,29 +717,89 @@ pub fn encode<C: Cursor>(
     run_id: &str,
     verdicts: Option<&[Option<Result<crate::decode::Decoded, String>>]>,
 ) -> Encoded {
-    let hint = pending
-        .iter()
-        .map(|r| r.payload.as_ref().map_or(0, Vec::len))
-        .sum::<usize>()
-        * 5
-        / 4;
-    let mut writer = BronzeWriter::new(id, settings, run_id, hint);
-    let mut range: Option<(usize, usize)> = None;
-    let mut poison = Vec::new();
+    let mut pass = EncodePass::new(id, pending, settings, run_id);
     for (i, record) in pending.iter().enumerate() {
-        let verdict = verdicts.and_then(|v| v.get(i)).and_then(Option::as_ref);
-        match writer.push_checked(record, verdict) {
-            Ok(()) => range = Some((range.map_or(i, |(f, _)| f), i)),
-            Err(e) => poison.push((i, e.to_string())),
+        pass.push(i, record, verdicts);
+    }
+    pass.finish()
+}
+
+/// [`encode`], handing each member to a [`Pipeline`] with the stream's compression as soon as
+/// it is cut (the writer waits for the oldest member in flight when the pipeline is full), so
+/// that the lines of the object are compressed while the next ones are encoded and are never
+/// all held. The members are the same as [`encode`] cuts; the returned [`Encoded`] has none
+/// left (the body is `pipeline.finish()`, which may be awaited later).
+pub async fn encode_pipelined<C: Cursor>(
+    id: &PartitionId,
+    pending: &[Record<C>],
+    settings: &StreamSettings,
+    run_id: &str,
+    verdicts: Option<&[Option<Result<crate::decode::Decoded, String>>]>,
+) -> (Encoded, Pipeline) {
+    let mut pipeline = Pipeline::new(settings.compression);
+    let mut pass = EncodePass::new(id, pending, settings, run_id);
+    for (i, record) in pending.iter().enumerate() {
+        pass.push(i, record, verdicts);
+        for member in pass.writer.take_finished() {
+            pipeline.push(member).await;
         }
     }
-    let (records, payload_bytes) = (writer.records(), writer.payload_bytes());
-    Encoded {
-        members: writer.into_members(),
-        records,
-        payload_bytes,
-        range,
-        poison,
+    let mut encoded = pass.finish();
+    for member in std::mem::take(&mut encoded.members) {
+        pipeline.push(member).await;
+    }
+    (encoded, pipeline)
+}
+
+/// The state of one encoding pass: the writer, the range written, the poison records.
+struct EncodePass<'a> {
+    writer: BronzeWriter<'a>,
+    range: Option<(usize, usize)>,
+    poison: Vec<(usize, String)>,
+}
+
+impl<'a> EncodePass<'a> {
+    fn new<C: Cursor>(
+        id: &'a PartitionId,
+        pending: &[Record<C>],
+        settings: &'a StreamSettings,
+        run_id: &'a str,
+    ) -> Self {
+        let hint = pending
+            .iter()
+            .map(|r| r.payload.as_ref().map_or(0, Vec::len))
+            .sum::<usize>()
+            * 5
+            / 4;
+        Self {
+            writer: BronzeWriter::new(id, settings, run_id, hint),
+            range: None,
+            poison: Vec::new(),
+        }
+    }
+
+    fn push<C: Cursor>(
+        &mut self,
+        i: usize,
+        record: &Record<C>,
+        verdicts: Option<&[Option<Result<crate::decode::Decoded, String>>]>,
+    ) {
+        let verdict = verdicts.and_then(|v| v.get(i)).and_then(Option::as_ref);
+        match self.writer.push_checked(record, verdict) {
+            Ok(()) => self.range = Some((self.range.map_or(i, |(f, _)| f), i)),
+            Err(e) => self.poison.push((i, e.to_string())),
+        }
+    }
+
+    fn finish(self) -> Encoded {
+        let (records, payload_bytes) = (self.writer.records(), self.writer.payload_bytes());
+        Encoded {
+            members: self.writer.into_members(),
+            records,
+            payload_bytes,
+            range: self.range,
+            poison: self.poison,
+        }
     }
 }
 
