@@ -10,6 +10,8 @@
 //! - `verify [--config] [--stream S]`: audits the committed Bronze data against the commit
 //!   log; exits 1 on a violation.
 //! - `schema check|register --config`: schema compatibility (see `bronze::commands`).
+//! - `publish --catalog sqlite:<path> --warehouse <s3://... or file://...>`: publish committed
+//!   Bronze objects to the Iceberg table once (see the `publish` crate).
 //! - `sweep [--stream S] [--apply]`: delete objects no commit references at or below each
 //!   partition's checkpoint (see `bronze::reset::sweep_partition`).
 //! - `reset --source S --stream T --partition P [--apply]`: start a partition over after its
@@ -94,6 +96,19 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Publish committed Bronze objects to the Iceberg table once (one snapshot, exactly
+    /// once; see docs/landing-contract.md section 10) and print what was published as JSON.
+    Publish {
+        /// The catalog: `sqlite:<path>` (SQL catalog; the file is created when missing).
+        #[arg(long)]
+        catalog: String,
+        /// Where tables live: `s3://bucket/prefix` or `file:///path`.
+        #[arg(long)]
+        warehouse: String,
+        /// `namespace.table`.
+        #[arg(long, default_value = "bronze.records")]
+        table: String,
+    },
     /// Schema registry commands.
     Schema {
         #[command(subcommand)]
@@ -134,6 +149,11 @@ fn main() -> ExitCode {
         Command::Verify { config, stream } => runtime.block_on(verify(config, stream)),
         Command::Schema { action } => runtime.block_on(schema(action)),
         Command::Sweep { stream, apply } => runtime.block_on(sweep(stream, apply)),
+        Command::Publish {
+            catalog,
+            warehouse,
+            table,
+        } => runtime.block_on(publish(&catalog, &warehouse, &table)),
         Command::Reset {
             source,
             stream,
@@ -149,6 +169,45 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+async fn publish(catalog: &str, warehouse: &str, table: &str) -> anyhow::Result<ExitCode> {
+    let env = bronze::config::EnvConfig::from_env()?;
+    let sdk = bronze::aws::sdk_config().await;
+    let objects = bronze::aws::S3ObjectStore::new(&sdk, &env.bucket);
+    let state = bronze::aws::DynamoStateStore::new(&sdk, &env.state_table);
+    anyhow::ensure!(
+        catalog.starts_with("sqlite:"),
+        "--catalog {catalog}: only the SQL catalog on SQLite (`sqlite:<path>`) is supported yet"
+    );
+    let catalog = publish::catalog::open_sql(
+        catalog,
+        warehouse,
+        publish::catalog::storage_props_from_env(),
+    )
+    .await?;
+    let publisher = publish::publisher::Publisher {
+        state: &state,
+        objects: &objects,
+        catalog: catalog.as_ref(),
+        table: iceberg::TableIdent::from_strs(table.split('.'))?,
+        settings: publish::publisher::PublishSettings::default(),
+        faults: Default::default(),
+    };
+    let report = publisher.publish().await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "snapshot_id": report.snapshot_id,
+            "records": report.records,
+            "entries": report.entries,
+            "files": report.files,
+            "partitions": report.partitions,
+            "attempts": report.attempts,
+            "orphans_deleted": report.orphans_deleted,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn sweep(stream: Option<String>, apply: bool) -> anyhow::Result<ExitCode> {
