@@ -299,15 +299,15 @@ fn python() -> PathBuf {
 async fn publishes_every_committed_record_once_compacted() {
     let mut env = Env::new();
     let catalog = env.catalog().await;
-    // 4 partitions x 60 records in batches of 3: 80 small committed objects.
-    env.land(60, 3).await;
+    // 4 partitions x 125 records, one per delivery: 500 small committed objects.
+    env.land(125, 1).await;
     let report = env
         .publisher(catalog.as_ref(), Arc::default())
         .publish()
         .await
         .expect("publish");
-    assert_eq!(report.records, 240);
-    assert_eq!(report.entries, 80);
+    assert_eq!(report.records, 500);
+    assert_eq!(report.entries, 500);
     // One file per stream partition and day: 4 partitions x 2 days.
     assert_eq!(report.files, 8);
     env.check();
@@ -331,7 +331,7 @@ async fn publishes_every_committed_record_once_compacted() {
     let summary = &read["summary"];
     assert_eq!(
         summary["bronze.watermark.kafka#orders#0"],
-        format!("{:020}", 66)
+        format!("{:020}", 131)
     );
     assert_eq!(summary["operation"], "append");
 }
