@@ -104,6 +104,20 @@ def queue_url():
     return client("sqs").get_queue_url(QueueName=QUEUE)["QueueUrl"]
 
 
+def decompress(key, body):
+    """A Bronze object's bytes: gzip or zstd by the key's suffix, every member or frame."""
+    if not key.endswith(".zst"):
+        return gzip.decompress(body)
+    import zstandard
+
+    out = []
+    while body:
+        frame = zstandard.ZstdDecompressor().decompressobj()
+        out.append(frame.decompress(body))
+        body = frame.unused_data
+    return b"".join(out)
+
+
 def inspect():
     s3, ddb, sqs = client("s3"), client("dynamodb"), client("sqs")
     print(f"== Landed objects in s3://{BUCKET}/{PREFIX}/")
@@ -111,8 +125,8 @@ def inspect():
     for page in pages:
         for obj in page.get("Contents", []):
             body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
-            if obj["Key"].endswith(".jsonl.gz"):
-                lines = gzip.decompress(body).decode().splitlines()
+            if obj["Key"].endswith((".jsonl.gz", ".jsonl.zst")):
+                lines = decompress(obj["Key"], body).decode().splitlines()
                 print(f"{obj['Key']}  ({len(lines)} records, {obj['Size']} bytes)")
                 for line in lines[:2]:
                     print("    " + line[:220])

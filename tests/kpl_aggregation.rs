@@ -8,52 +8,22 @@ use bronze::record::Source;
 use integration_tests::fault_proxy::{Fault, FaultProxy, Rule};
 use integration_tests::*;
 use serde_json::{Value, json};
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 
 /// One user record: partition key, explicit hash key, data.
 type User = (&'static str, Option<&'static str>, Vec<u8>);
 
-/// Builds one KPL aggregate per list with `aws_kinesis_agg.aggregator.RecordAggregator`.
+/// One KPL aggregate per list, by AWS's reference aggregator.
 fn aggregates(lists: &[Vec<User>]) -> Vec<Vec<u8>> {
-    let spec: Vec<Vec<Value>> = lists
+    let lists: Vec<Vec<integration_tests::KplUserRecord>> = lists
         .iter()
         .map(|users| {
             users
                 .iter()
-                .map(|(pk, ehk, data)| json!([pk, ehk, B64.encode(data)]))
+                .map(|(pk, ehk, data)| ((*pk).to_owned(), ehk.map(str::to_owned), data.clone()))
                 .collect()
         })
         .collect();
-    let script = r#"
-import base64, json, sys
-from aws_kinesis_agg.aggregator import RecordAggregator
-out = []
-for users in json.load(sys.stdin):
-    agg = RecordAggregator()
-    for pk, ehk, data in users:
-        # add_user_record returns a full aggregate only past the 1 MB limit; these are small.
-        assert agg.add_user_record(pk, base64.b64decode(data), explicit_hash_key=ehk) is None
-    _, _, data = agg.clear_and_get().get_contents()
-    out.append(base64.b64encode(data).decode())
-print(json.dumps(out))
-"#;
-    let mut child = Command::new(workspace().join(".venv/bin/python"))
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run .venv/bin/python (make venv installs aws-kinesis-agg)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(&spec).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "aws-kinesis-agg failed");
-    let encoded: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
-    encoded.iter().map(|e| B64.decode(e).unwrap()).collect()
+    kpl_aggregates(&lists)
 }
 
 fn seq(n: u64) -> String {

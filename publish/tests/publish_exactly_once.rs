@@ -4,6 +4,7 @@
 //! Every committed record is in the table exactly once with its payload byte for byte,
 //! after crashes at every step of a publish and with two publishers at once.
 
+use bronze::compress::{Codec, Compression};
 use bronze::config::{KeyStrategy, PayloadFormat, StreamSettings};
 use bronze::cursor::{Cursor, KafkaOffset, KinesisCursor, SequenceNumber};
 use bronze::engine::{Lander, PartitionOutcome, RunContext};
@@ -102,6 +103,7 @@ impl Env {
             key_strategy: KeyStrategy::Raw,
             parallelization_factor: 1,
             schema: None,
+            compression: Compression::default(),
         };
         for p in 0..3 {
             let id = PartitionId::new(Source::Kafka, "orders", p.to_string());
@@ -113,7 +115,12 @@ impl Env {
             let seq = format!("4959{:040}", 1_000_000 + i);
             KinesisCursor::plain(SequenceNumber::parse(&seq).expect("sequence"))
         };
-        self.land_partition(&id, n, batch, &kafka, &run, sequence)
+        // The Kinesis stream lands zstd objects: the publisher reads both formats.
+        let kinesis = StreamSettings {
+            compression: Compression::of(Codec::Zstd),
+            ..kafka
+        };
+        self.land_partition(&id, n, batch, &kinesis, &run, sequence)
             .await;
     }
 

@@ -256,7 +256,17 @@ pub async fn discover(config: String) -> anyhow::Result<ExitCode> {
     let setup = setup(&config).await?;
     let consumer = audit::kafka_reader(&setup.runner, setup.credentials.as_ref())?;
     print!("{}", manifest_summary(&setup.connector));
-    print!("{}", audit::discover(&setup.runner, consumer.as_ref())?);
+    let mut kinesis_shards = Vec::new();
+    if let Some(k) = &setup.runner.kinesis {
+        let client = aws_sdk_kinesis::Client::new(&setup.sdk);
+        for stream in &k.streams {
+            kinesis_shards.push((stream.clone(), kinesis::list_shards(&client, stream).await?));
+        }
+    }
+    print!(
+        "{}",
+        audit::discover(&setup.runner, consumer.as_ref(), &kinesis_shards)?
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -282,7 +292,9 @@ pub async fn status(config: String) -> anyhow::Result<ExitCode> {
     let setup = setup(&config).await?;
     let consumer = audit::kafka_reader(&setup.runner, setup.credentials.as_ref())?;
     let state = DynamoStateStore::new(&setup.sdk, &setup.env.state_table);
-    let rows = audit::status(&setup.runner, &state, consumer.as_ref()).await?;
+    let mut rows = audit::status(&setup.runner, &state, consumer.as_ref()).await?;
+    let kinesis_client = aws_sdk_kinesis::Client::new(&setup.sdk);
+    audit::kinesis_status(&mut rows, &kinesis_client, &setup.runner, &state).await?;
     print!("{}", audit::status_table(&rows));
     Ok(ExitCode::SUCCESS)
 }

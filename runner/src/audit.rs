@@ -62,7 +62,13 @@ pub fn kafka_topics(
 
 /// `discover`: prints what the configuration would subscribe to, then a `streams.items`
 /// section for it.
-pub fn discover(runner: &RunnerConfig, consumer: Option<&BaseConsumer>) -> anyhow::Result<String> {
+///
+/// `kinesis`: the shards of each stream in `runner.kinesis`, as ListShards returned them.
+pub fn discover(
+    runner: &RunnerConfig,
+    consumer: Option<&BaseConsumer>,
+    kinesis: &[(String, Vec<aws_sdk_kinesis::types::Shard>)],
+) -> anyhow::Result<String> {
     let mut out = String::new();
     let mut items = Vec::new();
     if let Some(consumer) = consumer {
@@ -83,6 +89,28 @@ pub fn discover(runner: &RunnerConfig, consumer: Option<&BaseConsumer>) -> anyho
             ));
         }
     }
+    if !kinesis.is_empty() {
+        out.push_str(
+            "# Kinesis streams listed in runner.kinesis (shard: parents, open or closed)\n",
+        );
+    }
+    for (stream, shards) in kinesis {
+        out.push_str(&format!("#   {stream}: {} shards\n", shards.len()));
+        for shard in shards {
+            let parents = crate::kinesis::parents(shard);
+            let closed = shard
+                .sequence_number_range
+                .as_ref()
+                .is_some_and(|r| r.ending_sequence_number.is_some());
+            out.push_str(&format!(
+                "#     {} parents [{}] {}\n",
+                shard.shard_id,
+                parents.join(", "),
+                if closed { "closed" } else { "open" }
+            ));
+        }
+        items.push(format!("    - name: {stream}\n      source: kinesis\n"));
+    }
     out.push_str("streams:\n  strategy: config_defined\n  items:\n");
     for item in items {
         out.push_str(&item);
@@ -99,7 +127,7 @@ pub struct StatusRow {
     pub checkpoint: Option<String>,
     /// Kafka: the high watermark (next offset to be written).
     pub high_watermark: Option<i64>,
-    /// Kafka: records not yet landed.
+    /// Kafka: records not yet landed. Kinesis: `MillisBehindLatest` after the checkpoint (ms).
     pub lag: Option<u64>,
     /// When the last commit happened (ms since the epoch) and who made it.
     pub last_commit: Option<(i64, String)>,
@@ -153,6 +181,57 @@ pub async fn status(
         });
     }
     Ok(rows)
+}
+
+/// Adds the Kinesis side to `status` rows: a row per shard of each stream in
+/// `runner.kinesis` (with or without a checkpoint), and its lag as `MillisBehindLatest`
+/// after the checkpoint.
+pub async fn kinesis_status(
+    rows: &mut Vec<StatusRow>,
+    client: &aws_sdk_kinesis::Client,
+    runner: &RunnerConfig,
+    state: &dyn StateStore,
+) -> anyhow::Result<()> {
+    let Some(k) = &runner.kinesis else {
+        return Ok(());
+    };
+    for stream in &k.streams {
+        for shard in crate::kinesis::list_shards(client, stream).await? {
+            let id = crate::kinesis::partition_id(stream, &shard.shard_id);
+            let index = match rows.iter().position(|r| r.partition == id) {
+                Some(i) => i,
+                None => {
+                    let checkpoint = state.checkpoint(&id).await?;
+                    rows.push(StatusRow {
+                        partition: id.clone(),
+                        checkpoint: checkpoint
+                            .as_ref()
+                            .map(|c| display_cursor(id.source, &c.cursor)),
+                        high_watermark: None,
+                        lag: None,
+                        last_commit: checkpoint
+                            .map(|c| (c.last_commit.committed_at_ms, c.last_commit.run_id)),
+                    });
+                    rows.len() - 1
+                }
+            };
+            let checkpoint = rows[index]
+                .checkpoint
+                .as_deref()
+                .map(KinesisCursor::parse)
+                .transpose()?;
+            let behind = crate::kinesis::millis_behind_latest(
+                client,
+                stream,
+                &shard.shard_id,
+                checkpoint.as_ref(),
+            )
+            .await?;
+            rows[index].lag = behind.map(|ms| u64::try_from(ms).unwrap_or(0));
+        }
+    }
+    rows.sort_by(|a, b| a.partition.cmp(&b.partition));
+    Ok(())
 }
 
 /// Renders `status` rows as a table.
@@ -688,5 +767,44 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(report.violations, vec![]);
+    }
+
+    #[test]
+    fn discover_lists_kinesis_shards_with_parents() {
+        let connector = bronze::config::ConnectorConfig::from_yaml(
+            "manifest_version: \"1.0\"\nid: conn::global::streaming::kafka_kinesis::consume\ntaxonomy: {layer: bronze}\nruntime: {kind: runner}\ndefaults: {key_strategy: raw, cursor_strategy: last_landed}\nstreams: {strategy: config_defined}\nrunner:\n  kinesis: {streams: [orders]}\n",
+        )
+        .unwrap();
+        let runner = RunnerConfig::from_connector(&connector).unwrap();
+        let shard = |id: &str, parent: Option<&str>, closed: bool| {
+            let mut range = aws_sdk_kinesis::types::SequenceNumberRange::builder()
+                .starting_sequence_number("1");
+            if closed {
+                range = range.ending_sequence_number("9");
+            }
+            aws_sdk_kinesis::types::Shard::builder()
+                .shard_id(id)
+                .set_parent_shard_id(parent.map(str::to_owned))
+                .sequence_number_range(range.build().unwrap())
+                .build()
+                .unwrap()
+        };
+        let shards = vec![(
+            "orders".to_owned(),
+            vec![
+                shard("shardId-0", None, true),
+                shard("shardId-1", Some("shardId-0"), false),
+            ],
+        )];
+        let out = discover(&runner, None, &shards).unwrap();
+        assert!(out.contains("#     shardId-0 parents [] closed\n"), "{out}");
+        assert!(
+            out.contains("#     shardId-1 parents [shardId-0] open\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("    - name: orders\n      source: kinesis\n"),
+            "{out}"
+        );
     }
 }

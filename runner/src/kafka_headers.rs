@@ -83,46 +83,63 @@ unsafe fn read_all(headers: *const rdsys::rd_kafka_headers_t) -> Vec<RawHeader> 
     out
 }
 
+/// Headers holding exactly these names and values, however the names are encoded: test data
+/// that a well-behaved client cannot write (rdkafka's `OwnedHeaders::insert` takes `&str`
+/// names), to prove the reader against a broker.
+pub fn owned_headers(headers: &[(&[u8], Option<&[u8]>)]) -> rdkafka::message::OwnedHeaders {
+    let native = Native::new(headers);
+    // SAFETY: rdkafka's `BorrowedHeaders` is a zero-sized view whose address is the native
+    // list (rdkafka builds it by this same cast in `BorrowedMessage::headers` and
+    // `OwnedHeaders::as_borrowed`); `detach` copies the list (`rd_kafka_headers_copy`)
+    // while `native` is alive, and `native` is destroyed after it.
+    let borrowed = unsafe { &*(native.0 as *const rdkafka::message::BorrowedHeaders) };
+    borrowed.detach()
+}
+
+/// A librdkafka headers list holding exactly these names and values, however they are
+/// encoded (the safe `OwnedHeaders::insert` only takes `&str` names).
+struct Native(*mut rdsys::rd_kafka_headers_t);
+
+impl Native {
+    fn new(headers: &[(&[u8], Option<&[u8]>)]) -> Self {
+        // SAFETY: creates an empty list that this struct owns and destroys on drop.
+        let native = Native(unsafe { rdsys::rd_kafka_headers_new(headers.len()) });
+        for (name, value) in headers {
+            let (value_ptr, value_len) = match value {
+                Some(v) => (v.as_ptr().cast::<c_void>(), v.len() as isize),
+                None => (std::ptr::null(), 0),
+            };
+            // SAFETY: `native.0` is a valid list; librdkafka copies `name_size` bytes of
+            // the name and `value_size` bytes of the value (none for a null value).
+            let err = unsafe {
+                rdsys::rd_kafka_header_add(
+                    native.0,
+                    name.as_ptr().cast::<c_char>(),
+                    name.len() as isize,
+                    value_ptr,
+                    value_len,
+                )
+            };
+            assert_eq!(
+                err,
+                rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
+                "a new header list is writable"
+            );
+        }
+        native
+    }
+}
+
+impl Drop for Native {
+    fn drop(&mut self) {
+        // SAFETY: the list was created by `rd_kafka_headers_new` and is destroyed once.
+        unsafe { rdsys::rd_kafka_headers_destroy(self.0) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A librdkafka headers list holding exactly these names and values, however they are
-    /// encoded (the safe `OwnedHeaders::insert` only takes `&str` names).
-    struct Native(*mut rdsys::rd_kafka_headers_t);
-
-    impl Native {
-        fn new(headers: &[(&[u8], Option<&[u8]>)]) -> Self {
-            // SAFETY: creates an empty list that this struct owns and destroys on drop.
-            let native = Native(unsafe { rdsys::rd_kafka_headers_new(headers.len()) });
-            for (name, value) in headers {
-                let (value_ptr, value_len) = match value {
-                    Some(v) => (v.as_ptr().cast::<c_void>(), v.len() as isize),
-                    None => (std::ptr::null(), 0),
-                };
-                // SAFETY: `native.0` is a valid list; librdkafka copies `name_size` bytes of
-                // the name and `value_size` bytes of the value (none for a null value).
-                let err = unsafe {
-                    rdsys::rd_kafka_header_add(
-                        native.0,
-                        name.as_ptr().cast::<c_char>(),
-                        name.len() as isize,
-                        value_ptr,
-                        value_len,
-                    )
-                };
-                assert_eq!(err, rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
-            }
-            native
-        }
-    }
-
-    impl Drop for Native {
-        fn drop(&mut self) {
-            // SAFETY: the list was created by `rd_kafka_headers_new` and is destroyed once.
-            unsafe { rdsys::rd_kafka_headers_destroy(self.0) }
-        }
-    }
 
     /// Defect 10: rdkafka panics on a name that is not UTF-8; this reader keeps its bytes.
     #[test]

@@ -39,9 +39,7 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use bronze::cursor::{Cursor, KinesisCursor, SequenceNumber};
 use bronze::engine::Lander;
 use bronze::ports::StateStore;
-use bronze::record::{Header, PartitionId, Record, Source};
-use bronze::sources::kinesis::EXPLICIT_HASH_KEY_HEADER;
-use bronze::sources::kpl;
+use bronze::record::{PartitionId, Record, Source};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,58 +73,97 @@ pub fn to_records(
     } = record;
     let sequence = SequenceNumber::parse(&sequence_number)?;
     let timestamp_ms = approximate_arrival_timestamp.and_then(|t| t.to_millis().ok());
-    let make = |cursor, key: String, headers, payload| Record {
-        cursor,
-        key: Some(key.into_bytes()),
-        headers,
+    Ok(bronze::sources::kinesis::records_of(
+        sequence,
+        partition_key,
+        data.into_inner(),
         timestamp_ms,
-        payload: Some(payload),
-        defect: None,
-        schema_id: None,
+    ))
+}
+
+/// Every shard of `stream` (ListShards, all pages).
+pub async fn list_shards(
+    client: &Client,
+    stream: &str,
+) -> anyhow::Result<Vec<aws_sdk_kinesis::types::Shard>> {
+    let mut shards = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let request = client.list_shards();
+        let request = match &token {
+            Some(t) => request.next_token(t),
+            None => request.stream_name(stream),
+        };
+        let out = request.send().await.map_err(|e| {
+            anyhow::anyhow!(
+                "kinesis:ListShards on stream {stream}: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(e)
+            )
+        })?;
+        shards.extend(out.shards.unwrap_or_default());
+        match out.next_token {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => break,
+        }
+    }
+    Ok(shards)
+}
+
+/// The parents of a shard (one after a split, two after a merge).
+pub fn parents(shard: &aws_sdk_kinesis::types::Shard) -> Vec<String> {
+    shard
+        .parent_shard_id
+        .iter()
+        .chain(shard.adjacent_parent_shard_id.iter())
+        .cloned()
+        .collect()
+}
+
+/// `MillisBehindLatest` of a shard read from after `checkpoint` (from its beginning without
+/// one): one GetShardIterator and one GetRecords of at most one record, for `status`.
+pub async fn millis_behind_latest(
+    client: &Client,
+    stream: &str,
+    shard: &str,
+    checkpoint: Option<&KinesisCursor>,
+) -> anyhow::Result<Option<i64>> {
+    let (kind, sequence, _) = iterator_request(
+        &Position::Checkpoint(checkpoint.cloned()),
+        KinesisStart::TrimHorizon,
+        None,
+        false,
+    );
+    let iterator = client
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard)
+        .shard_iterator_type(kind)
+        .set_starting_sequence_number(sequence)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "kinesis:GetShardIterator on stream {stream} shard {shard}: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(e)
+            )
+        })?
+        .shard_iterator;
+    let Some(iterator) = iterator else {
+        return Ok(Some(0));
     };
-    Ok(match kpl::deaggregate(data.into_inner()) {
-        kpl::Deaggregated::Plain(payload) => (
-            vec![make(
-                KinesisCursor::plain(sequence),
-                partition_key,
-                Vec::new(),
-                payload,
-            )],
-            None,
-        ),
-        kpl::Deaggregated::Undecodable { data, reason } => (
-            vec![make(
-                KinesisCursor::plain(sequence),
-                partition_key,
-                Vec::new(),
-                data,
-            )],
-            Some(reason),
-        ),
-        kpl::Deaggregated::Aggregate(users) => (
-            (0u32..)
-                .zip(users)
-                .map(|(sub, user)| {
-                    let headers = user
-                        .explicit_hash_key
-                        .map(|hash| Header {
-                            key: EXPLICIT_HASH_KEY_HEADER.to_owned(),
-                            raw_key: None,
-                            value: Some(hash.into_bytes()),
-                        })
-                        .into_iter()
-                        .collect();
-                    make(
-                        KinesisCursor::user_record(sequence.clone(), sub),
-                        user.partition_key,
-                        headers,
-                        user.data,
-                    )
-                })
-                .collect(),
-            None,
-        ),
-    })
+    let out = client
+        .get_records()
+        .shard_iterator(iterator)
+        .limit(1)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "kinesis:GetRecords on stream {stream} shard {shard}: {}",
+                aws_smithy_types::error::display::DisplayErrorContext(e)
+            )
+        })?;
+    Ok(out.millis_behind_latest)
 }
 
 /// Where a reader asks for its next iterator.
@@ -554,26 +591,7 @@ impl Coordinator {
     /// ListShards for every stream; creates the leases of shards seen for the first time.
     async fn discover(&mut self) -> anyhow::Result<()> {
         for stream in self.ctx.config.streams.clone() {
-            let mut shards = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
-                let request = self.ctx.client.list_shards();
-                let request = match &token {
-                    Some(t) => request.next_token(t),
-                    None => request.stream_name(&stream),
-                };
-                let out = request.send().await.map_err(|e| {
-                    anyhow::anyhow!(
-                        "kinesis:ListShards on stream {stream}: {}",
-                        aws_smithy_types::error::display::DisplayErrorContext(e)
-                    )
-                })?;
-                shards.extend(out.shards.unwrap_or_default());
-                match out.next_token {
-                    Some(t) if !t.is_empty() => token = Some(t),
-                    _ => break,
-                }
-            }
+            let shards = list_shards(&self.ctx.client, &stream).await?;
             let known = self.listed.get(&stream).cloned().unwrap_or_default();
             let mut listed = BTreeSet::new();
             for shard in &shards {
@@ -591,12 +609,7 @@ impl Coordinator {
                         .insert(partition_id(&stream, &shard.shard_id), end);
                 }
                 if !known.contains(&shard.shard_id) {
-                    let parents: Vec<String> = shard
-                        .parent_shard_id
-                        .iter()
-                        .chain(shard.adjacent_parent_shard_id.iter())
-                        .cloned()
-                        .collect();
+                    let parents = parents(shard);
                     self.leases
                         .create(&stream, &shard.shard_id, &parents)
                         .await?;
@@ -841,6 +854,7 @@ impl Coordinator {
 mod tests {
     use super::*;
     use base64::Engine as _;
+    use bronze::sources::kpl;
 
     fn seq(s: &str) -> SequenceNumber {
         SequenceNumber::parse(s).unwrap()

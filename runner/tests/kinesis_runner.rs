@@ -8,14 +8,11 @@ mod common;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use bronze::record::Source;
 use common::*;
 use integration_tests::{Stack, workspace};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use streaming_connector::leases::{Lease, LeaseStore};
@@ -36,45 +33,18 @@ fn payload(n: u64, key: &str) -> Vec<u8> {
     format!("{{\"n\":{n},\"k\":\"{key}\"}}").into_bytes()
 }
 
-/// Builds KPL aggregates with `aws_kinesis_agg.aggregator.RecordAggregator`.
+/// Builds KPL aggregates with AWS's reference aggregator.
 fn aggregates(lists: &[Vec<(String, Vec<u8>)>]) -> Vec<Vec<u8>> {
-    let spec: Vec<Vec<Value>> = lists
+    let lists: Vec<Vec<integration_tests::KplUserRecord>> = lists
         .iter()
         .map(|users| {
             users
                 .iter()
-                .map(|(pk, data)| json!([pk, B64.encode(data)]))
+                .map(|(pk, data)| (pk.clone(), None, data.clone()))
                 .collect()
         })
         .collect();
-    let script = r#"
-import base64, json, sys
-from aws_kinesis_agg.aggregator import RecordAggregator
-out = []
-for users in json.load(sys.stdin):
-    agg = RecordAggregator()
-    for pk, data in users:
-        assert agg.add_user_record(pk, base64.b64decode(data)) is None
-    _, _, data = agg.clear_and_get().get_contents()
-    out.append(base64.b64encode(data).decode())
-print(json.dumps(out))
-"#;
-    let mut child = Command::new(workspace().join(".venv/bin/python"))
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run .venv/bin/python (make venv installs aws-kinesis-agg)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(&spec).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "aws-kinesis-agg failed");
-    let encoded: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
-    encoded.iter().map(|e| B64.decode(e).unwrap()).collect()
+    integration_tests::kpl_aggregates(&lists)
 }
 
 /// `count` user records numbered from `start`, keys `k<n % keys>`; every `every`-th group of
@@ -395,6 +365,27 @@ async fn one_runner_lands_eight_shards_of_aggregated_and_plain_records_exactly_o
     assert!(held.iter().all(|l| l.owner.is_none()), "{held:?}");
     let log = runner.log();
     assert!(log.contains("lease released"), "{log}");
+    // The operator commands see the shards: status (lag 0 after everything landed),
+    // discover (shards with parents) and verify.
+    for (command, expect) in [
+        ("status", "shardId-000000000007"),
+        ("discover", "source: kinesis"),
+        ("verify", "0 violation(s)"),
+    ] {
+        let mut p = RunnerProc::start(&stack, &config, &[command], &[]).unwrap();
+        let exit = p.wait(Duration::from_secs(60)).unwrap();
+        let out = p.log();
+        assert!(exit.success() && out.contains(expect), "{command}: {out}");
+        if command == "status" {
+            let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("kinesis ")).collect();
+            assert_eq!(rows.len(), 8, "{out}");
+            assert!(
+                rows.iter()
+                    .all(|r| r.split_whitespace().nth(5) == Some("0")),
+                "{out}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -479,11 +470,7 @@ async fn split_and_merge_keep_per_key_order_across_parents_and_children() {
     // its parents were finished, so its first commit is after their last.
     let all = shards(&client, &stream).await;
     for s in &all {
-        let parents: Vec<&String> = s
-            .parent_shard_id
-            .iter()
-            .chain(s.adjacent_parent_shard_id.iter())
-            .collect();
+        let parents = streaming_connector::kinesis::parents(s);
         let child_log = stack
             .commit_log(Source::Kinesis, &stream, &s.shard_id)
             .await;
@@ -491,7 +478,7 @@ async fn split_and_merge_keep_per_key_order_across_parents_and_children() {
             continue;
         };
         for p in parents {
-            let parent_log = stack.commit_log(Source::Kinesis, &stream, p).await;
+            let parent_log = stack.commit_log(Source::Kinesis, &stream, &p).await;
             if let Some(last_parent) = parent_log.last() {
                 assert!(
                     last_parent.committed_at_ms <= first_child.committed_at_ms,
@@ -506,10 +493,8 @@ async fn split_and_merge_keep_per_key_order_across_parents_and_children() {
     let mut placed = BTreeSet::new();
     while order.len() < all.len() {
         for s in &all {
-            let ready = s
-                .parent_shard_id
+            let ready = streaming_connector::kinesis::parents(s)
                 .iter()
-                .chain(s.adjacent_parent_shard_id.iter())
                 .all(|p| placed.contains(p));
             if ready && placed.insert(s.shard_id.clone()) {
                 order.push(s.shard_id.clone());
@@ -586,4 +571,91 @@ async fn two_runners_share_the_shards_and_one_takes_over_after_a_kill() {
     assert!(b.terminate(Duration::from_secs(30)).unwrap().success());
     assert_exactly_once(&stack, &stream, &want, 9_000).await;
     assert!(b.log().contains("lease taken"));
+}
+
+/// A runner reading `stream` with every AWS call through `proxy`.
+fn run_behind(
+    stack: &Stack,
+    stream: &str,
+    proxy: &integration_tests::fault_proxy::FaultProxy,
+) -> RunnerProc {
+    let config = connector_yaml(&runner_section(stream, ""));
+    RunnerProc::start(
+        stack,
+        &config,
+        &["run"],
+        &[("AWS_ENDPOINT_URL", proxy.url())],
+    )
+    .unwrap()
+}
+
+fn kinesis_error(code: &str) -> integration_tests::fault_proxy::Fault {
+    integration_tests::fault_proxy::Fault::Error {
+        status: 400,
+        code: code.to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_and_expired_iterators_are_survived_without_loss() {
+    use integration_tests::fault_proxy::{FaultProxy, Rule};
+    let stack = Stack::new().await.unwrap();
+    let client = Client::new(&stack.sdk);
+    let stream = unique("kin-faults");
+    create_stream(&client, &stream, 4).await;
+    produce(&client, &stream, &plan(0, 2_000, 17, 3, 10)).await;
+    let proxy = FaultProxy::start().unwrap();
+    let throttled = proxy.add(Rule::next(
+        "kinesis:GetRecords",
+        kinesis_error("ProvisionedThroughputExceededException"),
+        12,
+    ));
+    let expired = proxy.add(Rule::next(
+        "kinesis:GetRecords",
+        kinesis_error("ExpiredIteratorException"),
+        6,
+    ));
+    let mut runner = run_behind(&stack, &stream, &proxy);
+    produce(&client, &stream, &plan(2_000, 2_000, 17, 3, 10)).await;
+    let want = wait_landed(
+        &stack,
+        &client,
+        &stream,
+        Duration::from_secs(120),
+        &[&runner],
+    )
+    .await;
+    assert!(runner.terminate(Duration::from_secs(30)).unwrap().success());
+    assert_eq!(throttled.stats().injected, 12);
+    assert_eq!(expired.stats().injected, 6);
+    // Throttling is retried with backoff by the SDK's standard retry first (it classifies
+    // ProvisionedThroughputExceededException as throttling), then by the reader.
+    let log = runner.log();
+    assert!(log.contains("shard iterator expired"), "{log}");
+    assert_exactly_once(&stack, &stream, &want, 4_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denied_get_records_stops_the_runner_naming_the_action_and_stream() {
+    use integration_tests::fault_proxy::{FaultProxy, Rule, Times};
+    let stack = Stack::new().await.unwrap();
+    let client = Client::new(&stack.sdk);
+    let stream = unique("kin-denied");
+    create_stream(&client, &stream, 1).await;
+    let proxy = FaultProxy::start().unwrap();
+    proxy.add(Rule {
+        operation: "kinesis:GetRecords".into(),
+        body_contains: None,
+        fault: kinesis_error("AccessDeniedException"),
+        times: Times::UntilCleared,
+    });
+    let mut runner = run_behind(&stack, &stream, &proxy);
+    let status = runner.wait(Duration::from_secs(60)).unwrap();
+    assert!(!status.success());
+    let log = runner.log();
+    assert!(
+        log.contains(&format!("kinesis:GetRecords on stream {stream}"))
+            && log.contains("AccessDeniedException"),
+        "{log}"
+    );
 }

@@ -1,4 +1,4 @@
-//! Bronze encoding (gzip-compressed JSON Lines) and object keys.
+//! Bronze encoding (JSON Lines, compressed by [`crate::compress`]) and object keys.
 //!
 //! One line per landed record:
 //!
@@ -12,16 +12,14 @@
 //! `payload` holds JSON payloads inline; other payloads go to `payload_base64`.
 //! Keys are pure functions of the data ([`object_key`]).
 
+use crate::compress::{Codec, Compression};
 use crate::config::{KeyStrategy, PayloadFormat, StreamSettings};
 use crate::cursor::Cursor;
 use crate::record::{PartitionId, Record};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use std::io::Write;
 
 /// Why a record cannot be landed. Every variant is permanent: the record is a poison message.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -59,8 +57,12 @@ pub enum BronzeError {
     },
 }
 
-/// Compression level for Bronze objects. Level 6 is gzip's default trade-off.
-pub const GZIP_LEVEL: u32 = 6;
+/// Where the writer starts a new compressed member: after the record that brings the
+/// member's lines to this many bytes, not counting the run id (so the cut points are a
+/// function of the records and the stream's settings alone, never of the run or of the
+/// cores). 512 KiB lets a 5 MB batch use the 6 vCPUs of the largest Lambda function, and
+/// costs gzip nothing measurable (its window is 32 KiB) and zstd under 1% (BENCHMARKS.md).
+pub const MEMBER_TARGET_BYTES: usize = 512 * 1024;
 
 /// Escapes one key path segment: keeps `[A-Za-z0-9._-]`, percent-encodes every other byte,
 /// so a topic or shard name can never introduce `/` or `=` into the key layout.
@@ -87,41 +89,54 @@ pub fn partition_prefix(prefix: &str, id: &PartitionId) -> String {
 }
 
 /// The object key for the records `first..=last` of one partition:
-/// `<prefix>/source=<s>/stream=<stream>/partition=<p>/<first>-<last>.jsonl.gz`, with both
-/// cursors in their zero-padded sortable form. It depends on the data alone, so a replay of
-/// the same range lands on the same key, and keys list in cursor order.
-pub fn object_key<C: Cursor>(prefix: &str, id: &PartitionId, first: &C, last: &C) -> String {
+/// `<prefix>/source=<s>/stream=<stream>/partition=<p>/<first>-<last>.jsonl.gz` (`.jsonl.zst`
+/// for zstd), with both cursors in their zero-padded sortable form. It depends on the data
+/// (and the stream's format) alone, so a replay of the same range lands on the same key, and
+/// keys list in cursor order.
+pub fn object_key<C: Cursor>(
+    prefix: &str,
+    id: &PartitionId,
+    first: &C,
+    last: &C,
+    codec: Codec,
+) -> String {
     format!(
-        "{}{}-{}.jsonl.gz",
+        "{}{}-{}{}",
         partition_prefix(prefix, id),
         first.sortable(),
-        last.sortable()
+        last.sortable(),
+        codec.suffix()
     )
 }
 
 /// The key for records `first..=last` of one partition when another object of the same
 /// range holds a different set of records (a record's verdict changed between attempts):
-/// `<first>-<last>~<set>.jsonl.gz`, where `<set>` is a hash of the landed cursors. Still a
-/// pure function of the data, and it never collides with the object it stands beside.
+/// `<first>-<last>~<set>.jsonl.gz` (or `.jsonl.zst`), where `<set>` is a hash of the landed
+/// cursors. Still a pure function of the data, and it never collides with the object it
+/// stands beside.
 pub fn object_key_for_set<C: Cursor>(
     prefix: &str,
     id: &PartitionId,
     first: &C,
     last: &C,
     set: &str,
+    codec: Codec,
 ) -> String {
     format!(
-        "{}{}-{}~{set}.jsonl.gz",
+        "{}{}-{}~{set}{}",
         partition_prefix(prefix, id),
         first.sortable(),
-        last.sortable()
+        last.sortable(),
+        codec.suffix()
     )
 }
 
 /// Reads the sortable `(first, last)` cursors back out of an object key made by [`object_key`]
-/// or [`object_key_for_set`].
+/// or [`object_key_for_set`], in either format (a stream's format may change between
+/// objects).
 pub fn parse_object_range(key: &str) -> Option<(&str, &str)> {
-    let name = key.rsplit('/').next()?.strip_suffix(".jsonl.gz")?;
+    let name = key.rsplit('/').next()?;
+    let name = name.strip_suffix(Codec::of_key(name)?.suffix())?;
     let name = name.split_once('~').map_or(name, |(range, _)| range);
     let (first, last) = name.split_once('-')?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -264,13 +279,18 @@ fn format_timestamp(ms: i64) -> Option<String> {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
-/// Streams records of one partition into one gzip-compressed JSON Lines object.
+/// Encodes the records of one partition into the JSON Lines of one object, cut into members
+/// of about [`MEMBER_TARGET_BYTES`] at record boundaries; [`crate::compress`] compresses them.
 pub struct BronzeWriter<'a> {
     id: &'a PartitionId,
     settings: &'a StreamSettings,
     run_id: &'a str,
-    encoder: GzEncoder<Vec<u8>>,
-    line: Vec<u8>,
+    /// Finished members.
+    members: Vec<Vec<u8>>,
+    /// The member being written.
+    current: Vec<u8>,
+    /// Run-id bytes in `current` (its lines' length without them decides the cut).
+    current_run_id_bytes: usize,
     records: u64,
     raw_bytes: u64,
 }
@@ -285,7 +305,8 @@ impl std::fmt::Debug for BronzeWriter<'_> {
 }
 
 impl<'a> BronzeWriter<'a> {
-    /// Starts an object for one partition; `capacity_hint` sizes the output buffer.
+    /// Starts an object for one partition; `capacity_hint` (the expected size of its lines)
+    /// sizes the member buffers.
     pub fn new(
         id: &'a PartitionId,
         settings: &'a StreamSettings,
@@ -296,14 +317,16 @@ impl<'a> BronzeWriter<'a> {
             id,
             settings,
             run_id,
-            encoder: GzEncoder::new(
-                Vec::with_capacity(capacity_hint),
-                Compression::new(GZIP_LEVEL),
-            ),
-            line: Vec::with_capacity(2048),
+            members: Vec::with_capacity(capacity_hint / MEMBER_TARGET_BYTES + 1),
+            current: Vec::with_capacity(Self::member_capacity(capacity_hint)),
+            current_run_id_bytes: 0,
             records: 0,
             raw_bytes: 0,
         }
+    }
+
+    fn member_capacity(hint: usize) -> usize {
+        hint.min(MEMBER_TARGET_BYTES) + 16 * 1024
     }
 
     /// Appends one record, or returns why it is poison (and writes nothing).
@@ -382,20 +405,25 @@ impl<'a> BronzeWriter<'a> {
             payload: payload_json,
             payload_base64,
         };
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, &line)
+        // Written straight into the member: nothing below can fail half-way.
+        let out = &mut self.current;
+        serde_json::to_writer(&mut *out, &line)
             .expect("a Line has only string keys, so serialising it to a Vec cannot fail");
         if let Payload::Json(json) = payload {
             // `payload` is the last field written: reopen the object and append it as is.
-            self.line.pop();
-            self.line.extend_from_slice(b",\"payload\":");
-            write_raw_json(&mut self.line, json);
-            self.line.push(b'}');
+            out.pop();
+            out.extend_from_slice(b",\"payload\":");
+            write_raw_json(out, json);
+            out.push(b'}');
         }
-        self.line.push(b'\n');
-        self.encoder
-            .write_all(&self.line)
-            .expect("compressing into a Vec cannot fail");
+        out.push(b'\n');
+        self.current_run_id_bytes += self.run_id.len();
+        if self.current.len() - self.current_run_id_bytes >= MEMBER_TARGET_BYTES {
+            let next = Vec::with_capacity(self.current.capacity());
+            self.members
+                .push(std::mem::replace(&mut self.current, next));
+            self.current_run_id_bytes = 0;
+        }
         self.records += 1;
         self.raw_bytes += record.payload.as_ref().map_or(0, |p| p.len() as u64);
         Ok(())
@@ -411,19 +439,28 @@ impl<'a> BronzeWriter<'a> {
         self.raw_bytes
     }
 
-    /// Finishes the gzip stream and returns the object body.
+    /// The object's uncompressed members, in order (none when nothing was appended), for
+    /// [`crate::compress::compress`].
+    pub fn into_members(mut self) -> Vec<Vec<u8>> {
+        if !self.current.is_empty() {
+            self.members.push(self.current);
+        }
+        self.members
+    }
+
+    /// Compresses the object with the stream's compression (on the current rayon pool) and
+    /// returns its body.
     pub fn finish(self) -> Vec<u8> {
-        self.encoder
-            .finish()
-            .expect("compressing into a Vec cannot fail")
+        let compression: Compression = self.settings.compression;
+        crate::compress::compress(self.into_members(), compression)
     }
 }
 
-/// Decompresses a Bronze object into its lines (without the newlines), for byte-level
-/// readers and tests.
+/// Decompresses a Bronze object (gzip or zstd, every member) into its lines (without the
+/// newlines), for byte-level readers and tests.
 pub fn read_raw_lines(body: &[u8]) -> Result<Vec<String>, std::io::Error> {
     use std::io::BufRead;
-    let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(body));
+    let reader = std::io::BufReader::new(crate::compress::decompressed(body)?);
     let mut out = Vec::new();
     for line in reader.lines() {
         let line = line?;
@@ -472,14 +509,15 @@ mod tests {
             key_strategy: KeyStrategy::Raw,
             parallelization_factor: 1,
             schema: None,
+            compression: Compression::default(),
         }
     }
 
     #[test]
     fn key_is_a_pure_function_of_the_data() {
         let id = PartitionId::new(Source::Kafka, "orders", "3");
-        let k1 = object_key("bronze", &id, &KafkaOffset(7), &KafkaOffset(9));
-        let k2 = object_key("bronze", &id, &KafkaOffset(7), &KafkaOffset(9));
+        let k1 = object_key("bronze", &id, &KafkaOffset(7), &KafkaOffset(9), Codec::Gzip);
+        let k2 = object_key("bronze", &id, &KafkaOffset(7), &KafkaOffset(9), Codec::Gzip);
         assert_eq!(k1, k2);
         assert_eq!(
             k1,
@@ -490,13 +528,81 @@ mod tests {
             Some(("00000000000000000007", "00000000000000000009"))
         );
         // Keys of later ranges sort later.
-        let k3 = object_key("bronze", &id, &KafkaOffset(10), &KafkaOffset(10));
+        let k3 = object_key(
+            "bronze",
+            &id,
+            &KafkaOffset(10),
+            &KafkaOffset(10),
+            Codec::Gzip,
+        );
         assert!(k3 > k1);
         let other = PartitionId::new(Source::Kafka, "orders", "4");
         assert_ne!(
-            object_key("bronze", &other, &KafkaOffset(7), &KafkaOffset(9)),
+            object_key(
+                "bronze",
+                &other,
+                &KafkaOffset(7),
+                &KafkaOffset(9),
+                Codec::Gzip
+            ),
             k1
         );
+    }
+
+    #[test]
+    fn zstd_objects_have_their_own_suffix_and_range() {
+        let id = PartitionId::new(Source::Kafka, "orders", "3");
+        let (a, b) = (KafkaOffset(7), KafkaOffset(9));
+        let zst = object_key("bronze", &id, &a, &b, Codec::Zstd);
+        assert!(zst.ends_with("/00000000000000000007-00000000000000000009.jsonl.zst"));
+        let set = object_key_for_set("bronze", &id, &a, &b, "abcd", Codec::Zstd);
+        assert!(set.ends_with("-00000000000000000009~abcd.jsonl.zst"));
+        for key in [&zst, &set] {
+            assert_eq!(
+                parse_object_range(key),
+                Some(("00000000000000000007", "00000000000000000009"))
+            );
+        }
+        assert_eq!(parse_object_range("bronze/x/7-9.jsonl"), None);
+        assert_eq!(parse_object_range("bronze/x/7-9.jsonl.bz2"), None);
+    }
+
+    #[test]
+    fn members_are_cut_from_the_records_alone() {
+        // Same records, run ids of different lengths: the same cut points.
+        let id = PartitionId::new(Source::Kafka, "orders", "0");
+        let s = settings(PayloadFormat::Json);
+        let records: Vec<Record<KafkaOffset>> = (0..3000u64)
+            .map(|i| Record {
+                cursor: KafkaOffset(i),
+                key: None,
+                headers: vec![],
+                timestamp_ms: None,
+                payload: Some(
+                    format!(
+                        "{{\"i\":{i},\"pad\":\"{}\"}}",
+                        "x".repeat((i % 700) as usize)
+                    )
+                    .into_bytes(),
+                ),
+                defect: None,
+                schema_id: None,
+            })
+            .collect();
+        let cuts = |run_id: &str| {
+            let mut w = BronzeWriter::new(&id, &s, run_id, 0);
+            for r in &records {
+                w.push(r).unwrap();
+            }
+            w.into_members()
+                .iter()
+                .map(|m| m.iter().filter(|b| **b == b'\n').count())
+                .collect::<Vec<_>>()
+        };
+        let short = cuts("r");
+        assert!(short.len() > 1, "{short:?}");
+        assert_eq!(short, cuts("a-much-longer-run-id-than-the-other-one"));
+        assert_eq!(short.iter().sum::<usize>(), records.len());
     }
 
     #[test]
@@ -510,7 +616,8 @@ mod tests {
         let id = PartitionId::new(Source::Kinesis, "s", "shardId-000000000000");
         let a: SequenceNumber = "9".parse().unwrap();
         let b: SequenceNumber = "10".parse().unwrap();
-        assert!(object_key("p", &id, &a, &a) < object_key("p", &id, &b, &b));
+        let key = |c: &SequenceNumber| object_key("p", &id, c, c, Codec::Gzip);
+        assert!(key(&a) < key(&b));
     }
 
     #[test]

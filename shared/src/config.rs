@@ -2,6 +2,7 @@
 //!
 //! A bad configuration stops start-up with a [`ConfigError`] that names the field.
 
+use crate::compress::{Codec, Compression, LevelOutOfRange};
 use crate::record::Source;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -106,6 +107,9 @@ pub struct StreamSettings {
     pub parallelization_factor: u32,
     /// The schema payloads must match, if the stream declares one.
     pub schema: Option<StreamSchema>,
+    /// The format and level of the stream's Bronze objects (`compression`,
+    /// `compression_level`; gzip 6 unless the file says otherwise).
+    pub compression: Compression,
 }
 
 /// Which registry holds a stream's schema.
@@ -234,6 +238,10 @@ struct RawDefaults {
     cursor_strategy: CursorStrategy,
     #[serde(default = "default_payload_format")]
     payload_format: PayloadFormat,
+    #[serde(default)]
+    compression: Codec,
+    #[serde(default)]
+    compression_level: Option<u32>,
 }
 
 impl Default for RawDefaults {
@@ -242,7 +250,24 @@ impl Default for RawDefaults {
             key_strategy: default_key_strategy(),
             cursor_strategy: default_cursor_strategy(),
             payload_format: default_payload_format(),
+            compression: Codec::default(),
+            compression_level: None,
         }
+    }
+}
+
+/// A stream's compression: its codec at its own level, else at the defaults' level when the
+/// defaults name the same codec (a level belongs to the codec it was given for), else at the
+/// codec's default level.
+fn compression(
+    codec: Codec,
+    level: Option<u32>,
+    defaults: Option<Compression>,
+) -> Result<Compression, LevelOutOfRange> {
+    match (level, defaults) {
+        (Some(level), _) => Compression::new(codec, level),
+        (None, Some(d)) if d.codec() == codec => Ok(d),
+        (None, _) => Ok(Compression::of(codec)),
     }
 }
 
@@ -284,6 +309,8 @@ struct RawStream {
     key_strategy: Option<KeyStrategy>,
     parallelization_factor: Option<u32>,
     schema: Option<StreamSchema>,
+    compression: Option<Codec>,
+    compression_level: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
@@ -336,6 +363,7 @@ impl Default for ConnectorConfig {
                 key_strategy: KeyStrategy::Raw,
                 parallelization_factor: 1,
                 schema: None,
+                compression: Compression::default(),
             },
             allow_unlisted: true,
             streams: HashMap::new(),
@@ -415,6 +443,11 @@ impl ConnectorConfig {
             raw.runtime.network_patterns,
             KNOWN_NETWORK_PATTERNS,
         )?;
+        let defaults_field = if raw.defaults.is_some() {
+            "defaults"
+        } else {
+            "streams.defaults"
+        };
         let raw_defaults = match (raw.defaults, raw.streams.defaults) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -440,6 +473,17 @@ impl ConnectorConfig {
             key_strategy: raw_defaults.key_strategy,
             parallelization_factor: 1,
             schema: None,
+            compression: compression(
+                raw_defaults.compression,
+                raw_defaults.compression_level,
+                None,
+            )
+            .map_err(|e| {
+                invalid(
+                    &format!("{defaults_field}.compression_level"),
+                    e.to_string(),
+                )
+            })?,
         };
         let mut streams = HashMap::new();
         let mut declared_factors = HashMap::new();
@@ -469,6 +513,17 @@ impl ConnectorConfig {
                 key_strategy: s.key_strategy.unwrap_or(defaults.key_strategy),
                 parallelization_factor: pf,
                 schema: s.schema,
+                compression: compression(
+                    s.compression.unwrap_or(defaults.compression.codec()),
+                    s.compression_level,
+                    Some(defaults.compression),
+                )
+                .map_err(|e| {
+                    invalid(
+                        &format!("streams.items[{i}].compression_level"),
+                        e.to_string(),
+                    )
+                })?,
             };
             if let Some(schema) = &settings.schema {
                 let field = |f: &str| format!("streams.items[{i}].schema.{f}");
@@ -695,6 +750,77 @@ streams:
     - { name: orders, source: kafka, group: commerce, payload_format: json }
     - { name: clicks, source: kinesis, payload_format: bytes, key_strategy: sha256, parallelization_factor: 2 }
 "#;
+
+    #[test]
+    fn compression_defaults_and_per_stream() {
+        let c = ConnectorConfig::from_yaml(GOOD).unwrap();
+        assert_eq!(
+            c.stream(Source::Kafka, "orders").unwrap().compression,
+            Compression::new(Codec::Gzip, 6).unwrap(),
+            "gzip 6 when the file says nothing"
+        );
+        let file = GOOD
+            .replace(
+                "cursor_strategy: last_landed }",
+                "cursor_strategy: last_landed, compression: gzip, compression_level: 9 }",
+            )
+            .replace(
+                "payload_format: json }",
+                "payload_format: json, compression: zstd }",
+            )
+            .replace(
+                "parallelization_factor: 2 }",
+                "parallelization_factor: 2, compression_level: 4 }",
+            );
+        let c = ConnectorConfig::from_yaml(&file).unwrap();
+        // A level belongs to the codec it was given for: zstd does not inherit gzip's 9.
+        assert_eq!(
+            c.stream(Source::Kafka, "orders").unwrap().compression,
+            Compression::new(Codec::Zstd, 3).unwrap()
+        );
+        assert_eq!(
+            c.stream(Source::Kinesis, "clicks").unwrap().compression,
+            Compression::new(Codec::Gzip, 4).unwrap()
+        );
+        assert_eq!(
+            c.stream(Source::Kafka, "unlisted").unwrap().compression,
+            Compression::new(Codec::Gzip, 9).unwrap()
+        );
+        for (bad, field, reason) in [
+            (
+                "payload_format: json, compression: zstd, compression_level: 20 }",
+                "streams.items[0].compression_level",
+                "zstd has no level 20: expected 1 to 19",
+            ),
+            (
+                "payload_format: json, compression_level: 0 }",
+                "streams.items[0].compression_level",
+                "gzip has no level 0: expected 1 to 12",
+            ),
+        ] {
+            let err = ConnectorConfig::from_yaml(&GOOD.replace("payload_format: json }", bad))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field) && err.contains(reason), "{bad}: {err}");
+        }
+        let err = ConnectorConfig::from_yaml(&GOOD.replace(
+            "payload_format: json }",
+            "payload_format: json, compression: lz4 }",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("streams.items[0].compression") && err.contains("gzip"),
+            "{err}"
+        );
+        let err = ConnectorConfig::from_yaml(&GOOD.replace(
+            "cursor_strategy: last_landed }",
+            "cursor_strategy: last_landed, compression_level: 13 }",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("gzip has no level 13"), "{err}");
+    }
 
     #[test]
     fn parses_manifest_and_streams() {

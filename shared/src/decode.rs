@@ -278,6 +278,7 @@ mod tests {
             payload_format: PayloadFormat::Bytes,
             key_strategy: KeyStrategy::Raw,
             parallelization_factor: 1,
+            compression: Default::default(),
             schema: Some(StreamSchema {
                 registry: RegistryKind::Confluent,
                 subject: "orders-value".into(),

@@ -54,7 +54,7 @@ pub struct DeadLetter {
     pub stream: String,
     /// Partition number or shard id.
     pub partition: String,
-    /// The record's cursor (offset or sequence number), in its display form.
+    /// The record's cursor in its display form: Kafka offset, Kinesis sequence number (`<sequence>:<sub>` for a KPL user record) or Pulsar `ledger:entry:batch`.
     pub cursor: String,
     /// The record key as base64, if any.
     pub key_base64: Option<String>,

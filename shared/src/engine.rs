@@ -442,7 +442,10 @@ impl Lander {
             }
             None => None,
         };
-        let encoded = encode(id, pending, settings, run.run_id, verdicts.as_deref());
+        let mut encoded = encode(id, pending, settings, run.run_id, verdicts.as_deref());
+        // Compressing on rayon's threads while the dead letters go out.
+        let members = std::mem::take(&mut encoded.members);
+        let body = crate::compress::compress_off_runtime(members, settings.compression);
         let mut dead_cursors = Some(Vec::new());
         let mut letters = Vec::with_capacity(encoded.poison.len());
         for (i, reason) in &encoded.poison {
@@ -488,16 +491,19 @@ impl Lander {
                 adopted: false,
             });
         };
+        let codec = settings.compression.codec();
         let mut key = bronze::object_key(
             &self.prefix,
             id,
             &pending[first].cursor,
             &pending[last].cursor,
+            codec,
         );
         let (records, payload_bytes) = (encoded.records, encoded.payload_bytes);
-        let object_bytes = encoded.body.len() as u64;
+        let body = body.await;
+        let object_bytes = body.len() as u64;
         let mut adopted =
-            self.objects.put_if_absent(&key, encoded.body).await? == PutOutcome::AlreadyExists;
+            self.objects.put_if_absent(&key, body).await? == PutOutcome::AlreadyExists;
         if adopted {
             // The key names the range, not the set: an earlier attempt whose verdicts differed
             // (a schema registered meanwhile, a changed connector file) may have written other
@@ -526,14 +532,18 @@ impl Lander {
                             .join(",")
                             .as_bytes(),
                     )[..16],
+                    codec,
                 );
                 tracing::warn!(
                     partition = %id, object_key = %key, replacement = %set_key, run_id = run.run_id,
                     "an object of an earlier attempt holds other records of this range (verdicts changed): landing under a key that names this set"
                 );
                 let again = encode(id, pending, settings, run.run_id, verdicts.as_deref());
-                adopted = self.objects.put_if_absent(&set_key, again.body).await?
-                    == PutOutcome::AlreadyExists;
+                let again =
+                    crate::compress::compress_off_runtime(again.members, settings.compression)
+                        .await;
+                adopted =
+                    self.objects.put_if_absent(&set_key, again).await? == PutOutcome::AlreadyExists;
                 key = set_key;
             }
         }
@@ -679,21 +689,27 @@ impl Lander {
     }
 }
 
-/// One encoding pass over a batch: the object body, what it holds, and the poison records.
+/// One encoding pass over a batch: the object's lines (uncompressed, in members cut from the
+/// records alone), what it holds, and the poison records.
 #[derive(Debug)]
-struct Encoded {
-    body: Vec<u8>,
-    records: u64,
-    payload_bytes: u64,
+pub struct Encoded {
+    /// The lines, in members of about [`bronze::MEMBER_TARGET_BYTES`], for
+    /// [`crate::compress::compress`].
+    pub members: Vec<Vec<u8>>,
+    /// Records written.
+    pub records: u64,
+    /// Their payload bytes.
+    pub payload_bytes: u64,
     /// Indexes of the first and last record written.
-    range: Option<(usize, usize)>,
+    pub range: Option<(usize, usize)>,
     /// Index and reason of each record that cannot land.
-    poison: Vec<(usize, String)>,
+    pub poison: Vec<(usize, String)>,
 }
 
-/// Encodes `pending` into one Bronze object (pure: the same records and verdicts always give
-/// the same lines).
-fn encode<C: Cursor>(
+/// Encodes `pending` into the lines of one Bronze object (pure: the same records, settings
+/// and verdicts always give the same lines and the same member cuts). Public for the landing
+/// benchmark.
+pub fn encode<C: Cursor>(
     id: &PartitionId,
     pending: &[Record<C>],
     settings: &StreamSettings,
@@ -704,7 +720,8 @@ fn encode<C: Cursor>(
         .iter()
         .map(|r| r.payload.as_ref().map_or(0, Vec::len))
         .sum::<usize>()
-        / 3;
+        * 5
+        / 4;
     let mut writer = BronzeWriter::new(id, settings, run_id, hint);
     let mut range: Option<(usize, usize)> = None;
     let mut poison = Vec::new();
@@ -717,7 +734,7 @@ fn encode<C: Cursor>(
     }
     let (records, payload_bytes) = (writer.records(), writer.payload_bytes());
     Encoded {
-        body: writer.finish(),
+        members: writer.into_members(),
         records,
         payload_bytes,
         range,
@@ -862,6 +879,7 @@ mod tests {
             key_strategy: KeyStrategy::Raw,
             parallelization_factor: 1,
             schema: None,
+            compression: Default::default(),
         }
     }
 
@@ -1094,7 +1112,13 @@ mod tests {
             matches!(outcome, PartitionOutcome::AlreadyLanded { skipped: 4 }),
             "{outcome:?}"
         );
-        let zombie_key = bronze::object_key("bronze", &id, &KafkaOffset(0), &KafkaOffset(3));
+        let zombie_key = bronze::object_key(
+            "bronze",
+            &id,
+            &KafkaOffset(0),
+            &KafkaOffset(3),
+            crate::compress::Codec::Gzip,
+        );
         assert!(
             world.objects.body(&zombie_key).is_some(),
             "zombie wrote its object"

@@ -9,7 +9,9 @@
 //!   Pulsar message ids).
 //! - [`record`]: source records, partition ids, grouping by partition, the skip decision.
 //! - [`config`]: the function's environment and the per-stream YAML connector file.
-//! - [`bronze`]: Bronze encoding (gzip JSON Lines) and deterministic object keys.
+//! - [`bronze`]: Bronze encoding (JSON Lines) and deterministic object keys.
+//! - [`compress`]: gzip (libdeflate) or zstd objects in independently compressed members,
+//!   compressed on every core.
 //! - [`ports`]: small async traits for the outside world: objects, state, dead letters.
 //! - [`aws`]: the S3, DynamoDB and SQS adapters, SDK config and error classification.
 //! - [`memory`]: in-memory adapters with crash injection, for protocol tests.
@@ -29,6 +31,7 @@
 pub mod aws;
 pub mod bronze;
 pub mod commands;
+pub mod compress;
 pub mod config;
 pub mod cursor;
 pub mod decode;

@@ -134,6 +134,7 @@ pub async fn sweep_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compress::Codec;
     use crate::config::{KeyStrategy, PayloadFormat, StreamSettings};
     use crate::cursor::KafkaOffset;
     use crate::engine::{Lander, PartitionOutcome, RunContext};
@@ -164,6 +165,7 @@ mod tests {
             key_strategy: KeyStrategy::Raw,
             parallelization_factor: 1,
             schema: None,
+            compression: Default::default(),
         };
         (objects, state, lander, settings)
     }
@@ -265,9 +267,12 @@ mod tests {
                 run,
             )
             .await;
-        // Leftovers of crashed attempts: one inside the committed range, one above it.
-        let below = bronze::object_key("bronze", &id, &KafkaOffset(2), &KafkaOffset(3));
-        let above = bronze::object_key("bronze", &id, &KafkaOffset(5), &KafkaOffset(6));
+        // Leftovers of crashed attempts: one inside the committed range (written when the
+        // stream was zstd: the sweep knows both formats), one above it.
+        let below =
+            bronze::object_key("bronze", &id, &KafkaOffset(2), &KafkaOffset(3), Codec::Zstd);
+        let above =
+            bronze::object_key("bronze", &id, &KafkaOffset(5), &KafkaOffset(6), Codec::Gzip);
         for key in [&below, &above] {
             objects.put(key, b"x".to_vec()).await.unwrap();
         }

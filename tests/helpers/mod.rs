@@ -469,6 +469,56 @@ pub fn kafka_partitions(
     }
     out
 }
+/// One KPL user record: partition key, explicit hash key, data.
+pub type KplUserRecord = (String, Option<String>, Vec<u8>);
+
+/// KPL aggregates built by AWS's reference aggregator (`aws_kinesis_agg`'s
+/// `RecordAggregator`, from the project's virtualenv): one aggregate per list of
+/// `(partition key, explicit hash key, data)` user records.
+pub fn kpl_aggregates(lists: &[Vec<KplUserRecord>]) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use std::io::Write as _;
+    let spec: Vec<Vec<Value>> = lists
+        .iter()
+        .map(|users| {
+            users
+                .iter()
+                .map(|(pk, ehk, data)| serde_json::json!([pk, ehk, B64.encode(data)]))
+                .collect()
+        })
+        .collect();
+    let script = r#"
+import base64, json, sys
+from aws_kinesis_agg.aggregator import RecordAggregator
+out = []
+for users in json.load(sys.stdin):
+    agg = RecordAggregator()
+    for pk, ehk, data in users:
+        # add_user_record returns a full aggregate only past the 1 MB limit.
+        assert agg.add_user_record(pk, base64.b64decode(data), explicit_hash_key=ehk) is None
+    _, _, data = agg.clear_and_get().get_contents()
+    out.append(base64.b64encode(data).decode())
+print(json.dumps(out))
+"#;
+    let mut child = Command::new(workspace().join(".venv/bin/python"))
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run .venv/bin/python (make venv installs aws-kinesis-agg)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(&spec).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "aws-kinesis-agg failed");
+    let encoded: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    encoded.iter().map(|e| B64.decode(e).unwrap()).collect()
+}
+
 pub mod audit;
 pub mod confluent_server;
 pub mod fault_proxy;

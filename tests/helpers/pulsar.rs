@@ -240,23 +240,27 @@ pub async fn produce(
         .build()
         .await
         .with_context(|| format!("create a producer on {topic}"))?;
-    let mut receipts = Vec::with_capacity(n);
-    for i in 0..n {
-        let message = pulsar::producer::Message {
-            payload: payload(i),
-            partition_key: key.map(str::to_owned),
-            ..Default::default()
-        };
-        receipts.push(producer.send_non_blocking(message).await?);
-    }
+    // In windows of at most 50 outstanding sends: the crate's connection queue is bounded
+    // (100 by default) and answers `SlowDown` when a burst outruns the broker.
     let mut ids = Vec::with_capacity(n);
-    for receipt in receipts {
-        let receipt = receipt.await.context("send receipt")?;
-        ids.push(
-            receipt
-                .message_id
-                .context("a send receipt without a message id")?,
-        );
+    for window in (0..n).collect::<Vec<_>>().chunks(50) {
+        let mut receipts = Vec::with_capacity(window.len());
+        for &i in window {
+            let message = pulsar::producer::Message {
+                payload: payload(i),
+                partition_key: key.map(str::to_owned),
+                ..Default::default()
+            };
+            receipts.push(producer.send_non_blocking(message).await?);
+        }
+        for receipt in receipts {
+            let receipt = receipt.await.context("send receipt")?;
+            ids.push(
+                receipt
+                    .message_id
+                    .context("a send receipt without a message id")?,
+            );
+        }
     }
     producer.close().await?;
     Ok(ids)

@@ -83,6 +83,16 @@ RUNNER_ONLY = {
     "VpcSubnetIds": SUBNETS,
     "VpcSecurityGroupIds": SECURITY_GROUPS,
 }
+# The runner reading two Kinesis streams (runner.kinesis), scaling on one of them.
+RUNNER_STREAM_ARNS = [KINESIS_ARN, f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/orders.v2"]
+RUNNER_KINESIS = {
+    **RUNNER_ONLY,
+    "RunnerKinesisStreamArns": ",".join(RUNNER_STREAM_ARNS),
+    "RunnerScalingSource": "kinesis",
+    "RunnerScalingStream": "clickstream",
+}
+# The Kinesis read actions the runner calls (runner/src/kinesis.rs), each on the stream ARN.
+RUNNER_KINESIS_ACTIONS = {"kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"}
 # The runner on ECS with EC2 capacity (an Auto Scaling group of Graviton instances).
 RUNNER_EC2 = {**RUNNER_ONLY, "RunnerCapacity": "ec2"}
 ALL_EC2 = {**ALL, "RunnerCapacity": "ec2"}
@@ -490,7 +500,8 @@ class TestLeastPrivilege:
         assert wildcard_violations(translated) == []
 
     @pytest.mark.parametrize(
-        "overrides", [ALL, ALL_SCRAM_KMS_PROVISIONED, KINESIS_ONLY, MSK_ONLY, SELF_MANAGED_ONLY, ALL_EC2, RUNNER_EC2]
+        "overrides",
+        [ALL, ALL_SCRAM_KMS_PROVISIONED, KINESIS_ONLY, MSK_ONLY, SELF_MANAGED_ONLY, ALL_EC2, RUNNER_EC2, RUNNER_KINESIS],
     )
     def test_no_data_action_on_every_resource_once_deployed(self, translated, overrides):
         assert wildcard_violations(render(translated, overrides)) == []
@@ -882,6 +893,7 @@ class TestSourceSelection:
             ({"SelfManagedBootstrapServers": "broker.example.com:9096", "SelfManagedTopics": "t"}, "SelfManagedNeedsTopicsAndSecret"),
             ({"RunnerImageUri": "img:1", "RunnerScalingStream": "orders"}, "RunnerNeedsNetworkAndScalingStream"),
             ({**RUNNER_ONLY, "RunnerScalingStream": ""}, "RunnerNeedsNetworkAndScalingStream"),
+            ({**RUNNER_KINESIS, "RunnerKinesisStreamArns": ""}, "RunnerKinesisScalingNeedsStreams"),
             ({"CreateVpcEndpoints": "true", "VpcSubnetIds": SUBNETS}, "EndpointsNeedNetwork"),
         ],
     )
@@ -897,6 +909,10 @@ class TestSourceSelection:
             ("ParallelizationFactor", "11"),
             ("MskAuth", "SASL_PLAIN"),
             ("KmsKeyArn", "alias/bronze"),
+            ("RunnerKinesisStreamArns", "clickstream"),
+            ("RunnerKinesisStreamArns", f"{KINESIS_ARN},{MSK_ARN}"),
+            ("RunnerKinesisStreamArns", f"{KINESIS_ARN},*"),
+            ("RunnerScalingSource", "msk"),
         ],
     )
     def test_invalid_parameter_values_are_refused(self, translated, name, value):
@@ -1033,6 +1049,103 @@ class TestRunner:
             "Dimensions": [{"Name": "Source", "Value": "kafka"}, {"Name": "Stream", "Value": "orders"}],
             "Statistic": "Maximum",
         }
+
+
+class TestRunnerKinesis:
+    """runner.kinesis: the task role reads exactly the given streams, and scaling follows them."""
+
+    @staticmethod
+    def task_statements(stack: dict[str, Any]) -> list[dict[str, Any]]:
+        return [s for owner, s in policy_statements(stack) if owner == "RunnerTaskRole"]
+
+    @staticmethod
+    def calls(paths: list[Path], service: str) -> set[str]:
+        """IAM actions of `service` whose SDK operation (`.get_records()`) the files call."""
+        import cfnlint.data.AdditionalSpecs as specs
+
+        reference = json.loads((Path(specs.__file__).parent / "Policies.json").read_text())
+        known = reference[service]["Actions"]
+        called = {m.replace("_", "") for p in paths for m in re.findall(r"\.([a-z_]+)\(\)", p.read_text())}
+        return called & set(known)
+
+    def test_the_granted_actions_are_the_ones_the_runner_calls(self):
+        sources = [p for p in (ROOT / "runner" / "src").rglob("*.rs") if "aws_sdk_kinesis" in p.read_text()]
+        assert ROOT / "runner" / "src" / "kinesis.rs" in sources
+        assert self.calls(sources, "kinesis") == {a.split(":")[1].lower() for a in RUNNER_KINESIS_ACTIONS}
+
+    def test_stream_arns_grant_exactly_the_read_actions_on_exactly_those_streams(self, translated):
+        stack = render(translated, RUNNER_KINESIS)
+        kinesis = [s for s in self.task_statements(stack) if any(str(a).startswith("kinesis:") for a in _strings(s["Action"]))]
+        assert len(kinesis) == 1, kinesis
+        (statement,) = kinesis
+        assert statement["Sid"] == "RunnerReadStreams" and statement["Effect"] == "Allow"
+        assert sorted(statement["Action"]) == sorted(RUNNER_KINESIS_ACTIONS)
+        assert statement["Resource"] == RUNNER_STREAM_ARNS
+        assert "Condition" not in statement
+        assert not any("*" in r for r in statement["Resource"])
+        # The Lambda mapping's stream stays the function's: the runner gets only its own list.
+        one = render(translated, {**RUNNER_KINESIS, "RunnerKinesisStreamArns": KINESIS_ARN, "KinesisStreamArn": KINESIS_ARN})
+        (statement,) = [s for s in self.task_statements(one) if s.get("Sid") == "RunnerReadStreams"]
+        assert statement["Resource"] == [KINESIS_ARN]
+
+    def test_shard_leases_update_only_lease_items_of_the_state_table(self, translated):
+        stack = render(translated, RUNNER_KINESIS)
+        (lease,) = [s for s in self.task_statements(stack) if s.get("Sid") == "RunnerShardLeases"]
+        assert lease["Action"] == "dynamodb:UpdateItem"
+        assert lease["Resource"] == {"Fn::GetAtt": ["StateTable", "Arn"]}
+        assert lease["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["lease#kinesis#*"]}}
+        leases = ROOT / "runner" / "src" / "leases.rs"
+        assert 'format!("lease#kinesis#{stream}")' in leases.read_text(), "the lease key changed: update the condition"
+        # Every other lease operation is in the landing policy the task role attaches.
+        landing = {
+            a.split(":")[1].lower()
+            for owner, s in policy_statements(stack)
+            if owner == "LandingAccessPolicy" and s.get("Sid") == "StateRegistry"
+            for a in s["Action"]
+        }
+        assert self.calls([leases], "dynamodb") == {"query", "putitem", "updateitem"}
+        assert {"query", "putitem"} <= landing
+        assert {"Ref": "LandingAccessPolicy"} in props(stack, "RunnerTaskRole")["ManagedPolicyArns"]
+
+    @pytest.mark.parametrize("overrides", [RUNNER_ONLY, ALL, ALL_EC2, {**RUNNER_ONLY, "RunnerKinesisStreamArns": ""}])
+    def test_no_kinesis_statement_without_stream_arns(self, translated, overrides):
+        stack = render(translated, overrides)
+        statements = self.task_statements(stack)
+        assert statements, "the runner's role must be there"
+        assert not [a for s in statements for a in _strings(s["Action"]) if str(a).startswith("kinesis:")]
+        assert not [s for s in statements if s.get("Sid") in {"RunnerReadStreams", "RunnerShardLeases"}]
+
+    def test_stream_arns_without_a_runner_grant_nothing(self, translated):
+        stack = render(translated, {**KINESIS_ONLY, "RunnerKinesisStreamArns": ",".join(RUNNER_STREAM_ARNS)})
+        assert "RunnerTaskRole" not in stack["Resources"]
+        assert not [s for _, s in policy_statements(stack) if s.get("Sid") in {"RunnerReadStreams", "RunnerShardLeases"}]
+
+    def test_kms_is_left_to_the_existing_key_parameter(self, translated):
+        # No key parameter for the streams: a key is granted only through KmsKeyArn (landing).
+        stack = render(translated, RUNNER_KINESIS)
+        assert not [a for s in self.task_statements(stack) for a in _strings(s["Action"]) if str(a).startswith("kms:")]
+
+    @pytest.mark.parametrize(
+        "overrides, source, stream",
+        [
+            (RUNNER_ONLY, "kafka", "orders"),
+            (RUNNER_KINESIS, "kinesis", "clickstream"),
+            ({**RUNNER_ONLY, "RunnerScalingSource": "pulsar", "RunnerScalingStream": "events"}, "pulsar", "events"),
+            ({**RUNNER_KINESIS, "RunnerCapacity": "ec2"}, "kinesis", "clickstream"),
+        ],
+    )
+    def test_scaling_policy_tracks_the_scaling_source(self, translated, overrides, source, stream):
+        stack = render(translated, overrides)
+        metric = props(stack, "RunnerLagScalingPolicy")["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]
+        assert metric["Namespace"] == "BronzeConnector" and metric["MetricName"] == "OffsetLagMilliseconds"
+        assert metric["Dimensions"] == [{"Name": "Source", "Value": source}, {"Name": "Stream", "Value": stream}]
+
+    def test_scaling_sources_are_the_runner_metric_sources(self, source):
+        # The Source dimension is bronze::record::Source::as_str (runner/src/cloudwatch.rs).
+        record = (ROOT / "shared" / "src" / "record.rs").read_text()
+        names = set(re.findall(r'Source::[A-Za-z]+ => "([a-z]+)"', record))
+        assert set(source["Parameters"]["RunnerScalingSource"]["AllowedValues"]) == names
+        assert source["Parameters"]["RunnerScalingSource"]["Default"] == "kafka"
 
 
 class TestRunnerOnEc2:

@@ -98,49 +98,93 @@ pub(crate) fn kinesis_event() -> (Vec<u8>, Vec<Vec<u8>>) {
     )
 }
 
-/// The in-process landing work for one event: decode, group, encode, compress.
-pub(crate) fn land(event_bytes: &[u8]) -> (usize, usize) {
-    use bronze::bronze::BronzeWriter;
-    use bronze::config::{KeyStrategy, PayloadFormat, StreamSettings};
+/// The in-process landing work for one event: decode, group, encode, compress with
+/// `compression` (on the current rayon pool), as the engine does it. Returns records and
+/// object bytes.
+pub(crate) fn land_with(
+    event_bytes: &[u8],
+    compression: bronze::compress::Compression,
+) -> (usize, usize) {
     let event: bronze::sources::kinesis::KinesisEvent =
         serde_json::from_slice(event_bytes).unwrap();
     let batches = bronze::sources::kinesis::to_batches(event).unwrap();
-    let settings = StreamSettings {
+    let settings = bench_settings(compression);
+    let mut records = 0;
+    let mut bytes = 0;
+    for batch in &batches {
+        let encoded =
+            bronze::engine::encode(&batch.id, &batch.records, &settings, "bench-run", None);
+        records += encoded.records as usize;
+        bytes += bronze::compress::compress(encoded.members, compression).len();
+    }
+    (records, bytes)
+}
+
+/// The event's batches (decode and group only).
+#[allow(dead_code)] // used by the throughput bench, not the memory one
+pub(crate) fn decode(
+    event_bytes: &[u8],
+) -> Vec<bronze::record::PartitionBatch<bronze::cursor::KinesisCursor>> {
+    let event: bronze::sources::kinesis::KinesisEvent =
+        serde_json::from_slice(event_bytes).unwrap();
+    bronze::sources::kinesis::to_batches(event).unwrap()
+}
+
+/// The Bronze lines of decoded batches, uncompressed; returns their bytes.
+#[allow(dead_code)] // used by the throughput bench, not the memory one
+pub(crate) fn encode_lines(
+    batches: &[bronze::record::PartitionBatch<bronze::cursor::KinesisCursor>],
+) -> usize {
+    let settings = bench_settings(Default::default());
+    batches
+        .iter()
+        .map(|b| {
+            bronze::engine::encode(&b.id, &b.records, &settings, "bench-run", None)
+                .members
+                .iter()
+                .map(Vec::len)
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+fn bench_settings(compression: bronze::compress::Compression) -> bronze::config::StreamSettings {
+    use bronze::config::{KeyStrategy, PayloadFormat, StreamSettings};
+    StreamSettings {
         group: None,
         payload_format: PayloadFormat::Json,
         key_strategy: KeyStrategy::Raw,
         parallelization_factor: 1,
         schema: None,
-    };
-    let mut records = 0;
-    let mut bytes = 0;
-    for batch in &batches {
-        let mut writer = BronzeWriter::new(
-            &batch.id,
-            &settings,
-            "bench-run",
-            RECORDS * PAYLOAD_BYTES / 3,
-        );
-        for r in &batch.records {
-            writer.push(r).unwrap();
-        }
-        records += writer.records() as usize;
-        bytes += writer.finish().len();
+        compression,
     }
-    (records, bytes)
 }
 
-/// The compressor alone on the same payload bytes, at the same level.
+/// [`land_with`] the default compression (gzip 6).
+#[allow(dead_code)] // used by the memory bench
+pub(crate) fn land(event_bytes: &[u8]) -> (usize, usize) {
+    land_with(event_bytes, Default::default())
+}
+
+/// The payloads as one newline-separated buffer: the bytes the encoders alone compress.
 #[allow(dead_code)] // used by the throughput bench, not the memory one
-pub(crate) fn gzip_only(payloads: &[Vec<u8>]) -> usize {
+pub(crate) fn joined(payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payloads.iter().map(|p| p.len() + 1).sum());
+    for p in payloads {
+        out.extend_from_slice(p);
+        out.push(b'\n');
+    }
+    out
+}
+
+/// zlib-rs (flate2's backend, the encoder before libdeflate) alone, streaming, at `level`.
+#[allow(dead_code)] // used by the throughput bench, not the memory one
+pub(crate) fn zlib_rs(input: &[u8], level: u32) -> usize {
     use std::io::Write;
     let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(RECORDS * PAYLOAD_BYTES / 3),
-        flate2::Compression::new(bronze::bronze::GZIP_LEVEL),
+        Vec::with_capacity(input.len() / 3),
+        flate2::Compression::new(level),
     );
-    for p in payloads {
-        enc.write_all(p).unwrap();
-        enc.write_all(b"\n").unwrap();
-    }
+    enc.write_all(input).unwrap();
     enc.finish().unwrap().len()
 }

@@ -113,46 +113,74 @@ pub fn to_batches_reporting(
             .transpose()
             .map_err(|e| malformed(index, format!("approximateArrivalTimestamp {e}")))?;
         let id = PartitionId::new(Source::Kinesis, stream, shard);
-        let partition_key = r.kinesis.partition_key;
-        let record = |cursor, key: String, headers, payload, defect| Record {
-            cursor,
-            key: Some(key.into_bytes()),
-            headers,
-            timestamp_ms,
-            payload: Some(payload),
-            defect,
-            schema_id: None,
-        };
-        let bytes = match B64.decode(r.kinesis.data.as_bytes()) {
-            Ok(bytes) => bytes,
+        let (landed, bad) = match B64.decode(r.kinesis.data.as_bytes()) {
+            Ok(bytes) => records_of(sequence, r.kinesis.partition_key, bytes, timestamp_ms),
             Err(e) => {
-                let defect = Some(format!("data is not valid base64 ({e})"));
-                let payload = r.kinesis.data.into_bytes();
-                let cursor = KinesisCursor::plain(sequence);
-                records.push((
-                    id,
-                    record(cursor, partition_key, Vec::new(), payload, defect),
-                ));
-                continue;
+                let mut record =
+                    records_of(sequence, r.kinesis.partition_key, Vec::new(), timestamp_ms)
+                        .0
+                        .remove(0);
+                record.payload = Some(r.kinesis.data.into_bytes());
+                record.defect = Some(format!("data is not valid base64 ({e})"));
+                (vec![record], None)
             }
         };
-        match kpl::deaggregate(bytes) {
-            kpl::Deaggregated::Plain(payload) => {
-                let cursor = KinesisCursor::plain(sequence);
-                records.push((id, record(cursor, partition_key, Vec::new(), payload, None)));
-            }
-            kpl::Deaggregated::Undecodable { data, reason } => {
-                let cursor = KinesisCursor::plain(sequence);
-                undecodable.push(UndecodableAggregate {
-                    partition: id.clone(),
-                    cursor: cursor.clone(),
-                    reason,
-                });
-                records.push((id, record(cursor, partition_key, Vec::new(), data, None)));
-            }
-            kpl::Deaggregated::Aggregate(users) => {
-                for (sub, user) in (0u32..).zip(users) {
-                    let cursor = KinesisCursor::user_record(sequence.clone(), sub);
+        if let Some(reason) = bad {
+            undecodable.push(UndecodableAggregate {
+                partition: id.clone(),
+                cursor: KinesisCursor::plain(landed[0].cursor.sequence.clone()),
+                reason,
+            });
+        }
+        records.extend(landed.into_iter().map(|record| (id.clone(), record)));
+    }
+    Ok((group_by_partition(records), undecodable))
+}
+
+/// One Kinesis record (its data already base64-decoded, as GetRecords returns it) as the
+/// records that land: the record itself, or the user records of a KPL aggregate, each with
+/// its sub-sequence index, its own partition key and its explicit hash key (header
+/// [`EXPLICIT_HASH_KEY_HEADER`]). The second value says why a record with the KPL magic bytes
+/// could not be deaggregated (it then lands whole). The Lambda function and the runner both
+/// build their records here, so a stream moving between them lands the same records.
+pub fn records_of(
+    sequence: SequenceNumber,
+    partition_key: String,
+    data: Vec<u8>,
+    timestamp_ms: Option<i64>,
+) -> (Vec<Record<KinesisCursor>>, Option<String>) {
+    let record = |cursor, key: String, headers, payload| Record {
+        cursor,
+        key: Some(key.into_bytes()),
+        headers,
+        timestamp_ms,
+        payload: Some(payload),
+        defect: None,
+        schema_id: None,
+    };
+    match kpl::deaggregate(data) {
+        kpl::Deaggregated::Plain(payload) => (
+            vec![record(
+                KinesisCursor::plain(sequence),
+                partition_key,
+                Vec::new(),
+                payload,
+            )],
+            None,
+        ),
+        kpl::Deaggregated::Undecodable { data, reason } => (
+            vec![record(
+                KinesisCursor::plain(sequence),
+                partition_key,
+                Vec::new(),
+                data,
+            )],
+            Some(reason),
+        ),
+        kpl::Deaggregated::Aggregate(users) => (
+            (0u32..)
+                .zip(users)
+                .map(|(sub, user)| {
                     let headers = user
                         .explicit_hash_key
                         .map(|hash| Header {
@@ -162,15 +190,17 @@ pub fn to_batches_reporting(
                         })
                         .into_iter()
                         .collect();
-                    records.push((
-                        id.clone(),
-                        record(cursor, user.partition_key, headers, user.data, None),
-                    ));
-                }
-            }
-        }
+                    record(
+                        KinesisCursor::user_record(sequence.clone(), sub),
+                        user.partition_key,
+                        headers,
+                        user.data,
+                    )
+                })
+                .collect(),
+            None,
+        ),
     }
-    Ok((group_by_partition(records), undecodable))
 }
 
 /// Handles one Kinesis event.

@@ -1,0 +1,296 @@
+//! Compression of Bronze objects: gzip (libdeflate, whole buffers) or zstd, one independently
+//! compressed member per slice of records, the members of an object compressed on every core.
+//!
+//! An object is the concatenation of its members. Concatenated gzip members are one valid
+//! gzip file (RFC 1952, section 2.2) and concatenated zstd frames one valid zstd stream, so
+//! every reader (`gunzip`, `zstd -d`, DuckDB, Athena, Spark, Python's `gzip`) reads an object
+//! whole. The writer cuts members at record boundaries chosen from the records alone
+//! ([`crate::bronze::MEMBER_TARGET_BYTES`]), and each member is compressed on its own, so an
+//! object's bytes never depend on how many threads compressed it.
+
+use rayon::prelude::*;
+use serde::Deserialize;
+use std::io::Read;
+use std::ops::RangeInclusive;
+
+/// The format of a stream's Bronze objects (`compression` in the connector file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    /// gzip (RFC 1952), written by libdeflate: `.jsonl.gz`. The default.
+    #[default]
+    Gzip,
+    /// Zstandard frames: `.jsonl.zst`.
+    Zstd,
+}
+
+impl Codec {
+    /// The object key's suffix for this format.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Codec::Gzip => ".jsonl.gz",
+            Codec::Zstd => ".jsonl.zst",
+        }
+    }
+
+    /// The level used when the connector file names none: gzip 6 (gzip's own default, and
+    /// smaller output than zlib's level 6) and zstd 3 (zstd's own default).
+    pub fn default_level(self) -> u32 {
+        match self {
+            Codec::Gzip => 6,
+            Codec::Zstd => 3,
+        }
+    }
+
+    /// The levels the connector file may name: libdeflate's 1 to 12, zstd's 1 to 19 (the
+    /// levels above 19 need a window larger than a Lambda function should spend on it).
+    pub fn levels(self) -> RangeInclusive<u32> {
+        match self {
+            Codec::Gzip => 1..=12,
+            Codec::Zstd => 1..=19,
+        }
+    }
+
+    /// The name used in the connector file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+        }
+    }
+
+    /// The format of an object body, from its magic bytes (`None` for neither).
+    pub fn of_body(body: &[u8]) -> Option<Codec> {
+        if body.starts_with(&[0x1f, 0x8b]) {
+            Some(Codec::Gzip)
+        } else if body.starts_with(&ZSTD_MAGIC) {
+            Some(Codec::Zstd)
+        } else {
+            None
+        }
+    }
+
+    /// The format an object key names by its suffix (`None` for neither).
+    pub fn of_key(key: &str) -> Option<Codec> {
+        [Codec::Gzip, Codec::Zstd]
+            .into_iter()
+            .find(|c| key.ends_with(c.suffix()))
+    }
+}
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// A codec and a level valid for it. Built by [`Compression::new`] (which checks the level)
+/// or [`Compression::default`] (gzip 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compression {
+    codec: Codec,
+    level: u32,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self::of(Codec::Gzip)
+    }
+}
+
+/// A level the codec does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{codec} has no level {level}: expected {} to {}", .range.start(), .range.end())]
+pub struct LevelOutOfRange {
+    /// The codec's name.
+    pub codec: &'static str,
+    /// The level asked for.
+    pub level: u32,
+    /// The levels it has.
+    pub range: RangeInclusive<u32>,
+}
+
+impl Compression {
+    /// A codec at its default level.
+    pub fn of(codec: Codec) -> Self {
+        Self {
+            codec,
+            level: codec.default_level(),
+        }
+    }
+
+    /// A codec at `level`, or why that level does not exist for it.
+    pub fn new(codec: Codec, level: u32) -> Result<Self, LevelOutOfRange> {
+        if codec.levels().contains(&level) {
+            Ok(Self { codec, level })
+        } else {
+            Err(LevelOutOfRange {
+                codec: codec.name(),
+                level,
+                range: codec.levels(),
+            })
+        }
+    }
+
+    /// The format.
+    pub fn codec(self) -> Codec {
+        self.codec
+    }
+
+    /// The level.
+    pub fn level(self) -> u32 {
+        self.level
+    }
+}
+
+/// Compresses one member: a complete gzip member or zstd frame holding `input`.
+pub fn compress_member(input: &[u8], c: Compression) -> Vec<u8> {
+    match c.codec {
+        Codec::Gzip => {
+            let level = libdeflater::CompressionLvl::new(c.level as i32)
+                .expect("Compression::new only admits libdeflate's levels 1 to 12");
+            let mut compressor = libdeflater::Compressor::new(level);
+            let mut out = vec![0; compressor.gzip_compress_bound(input.len())];
+            let n = compressor
+                .gzip_compress(input, &mut out)
+                .expect("the output buffer is gzip_compress_bound bytes, enough for any input");
+            out.truncate(n);
+            out
+        }
+        Codec::Zstd => zstd::bulk::compress(input, c.level as i32)
+            .expect("Compression::new only admits zstd's levels 1 to 19, and bulk::compress sizes its own buffer"),
+    }
+}
+
+/// Compresses the members of one object, in parallel on the current rayon pool, and
+/// concatenates them in order. Each member's input is freed as soon as it is compressed. The
+/// result does not depend on the pool's size.
+pub fn compress(members: Vec<Vec<u8>>, c: Compression) -> Vec<u8> {
+    let parts: Vec<Vec<u8>> = members
+        .into_par_iter()
+        .map(|member| compress_member(&member, c))
+        .collect();
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for part in parts {
+        out.extend_from_slice(&part);
+    }
+    out
+}
+
+/// Starts [`compress`] on rayon's global pool (one thread per core) at once, and returns the
+/// body as a future, so the async runtime never blocks on it: the partitions of one
+/// invocation compress in parallel with each other, with the encoding of the next one and
+/// with the caller's own I/O until it awaits.
+pub fn compress_off_runtime(
+    members: Vec<Vec<u8>>,
+    c: Compression,
+) -> impl Future<Output = Vec<u8>> + Send + 'static {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        // The receiver is only gone when the landing was abandoned; nothing to tell then.
+        let _ = tx.send(compress(members, c));
+    });
+    async move {
+        rx.await
+            .expect("the compression job sends its result: compress_member cannot panic")
+    }
+}
+
+/// A reader of an object's decompressed bytes, whichever format its magic bytes show (every
+/// member of a multi-member object is read).
+pub fn decompressed(body: &[u8]) -> Result<Box<dyn Read + '_>, std::io::Error> {
+    match Codec::of_body(body) {
+        Some(Codec::Gzip) => Ok(Box::new(flate2::read::MultiGzDecoder::new(body))),
+        Some(Codec::Zstd) => Ok(Box::new(zstd::stream::read::Decoder::with_buffer(body)?)),
+        None if body.is_empty() => Ok(Box::new(body)),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "neither gzip nor zstd (unknown magic bytes)",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn unpack(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        decompressed(body).unwrap().read_to_end(&mut out).unwrap();
+        out
+    }
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn levels_are_checked_per_codec() {
+        assert!(Compression::new(Codec::Gzip, 12).is_ok());
+        assert!(Compression::new(Codec::Zstd, 19).is_ok());
+        let err = Compression::new(Codec::Gzip, 13).unwrap_err();
+        assert_eq!(err.to_string(), "gzip has no level 13: expected 1 to 12");
+        assert!(Compression::new(Codec::Zstd, 0).is_err());
+        assert!(Compression::new(Codec::Zstd, 22).is_err());
+        assert_eq!(Compression::default(), Compression::of(Codec::Gzip));
+        assert_eq!(Compression::default().level(), 6);
+    }
+
+    #[test]
+    fn members_concatenate_into_one_readable_stream() {
+        for codec in [Codec::Gzip, Codec::Zstd] {
+            let c = Compression::of(codec);
+            let body = compress(vec![b"a\n".to_vec(), b"b\n".to_vec(), vec![]], c);
+            assert_eq!(Codec::of_body(&body), Some(codec));
+            assert_eq!(unpack(&body), b"a\nb\n");
+        }
+        // The standard single-stream readers read every member too.
+        let body = compress(
+            vec![b"a\n".to_vec(), b"b\n".to_vec()],
+            Compression::default(),
+        );
+        let mut text = String::new();
+        flate2::read::MultiGzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "a\nb\n");
+    }
+
+    #[test]
+    fn format_from_key_and_from_body() {
+        assert_eq!(Codec::of_key("p/1-2.jsonl.gz"), Some(Codec::Gzip));
+        assert_eq!(Codec::of_key("p/1-2~ab.jsonl.zst"), Some(Codec::Zstd));
+        assert_eq!(Codec::of_key("p/1-2.bin"), None);
+        assert!(decompressed(b"not compressed").is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// The same members give the same bytes on 1 thread and on 4, and decompress to the
+        /// members' lines in order.
+        #[test]
+        fn output_does_not_depend_on_threads(
+            lines in proptest::collection::vec("[ -~]{0,300}", 0..200),
+            cuts in proptest::collection::vec(1usize..40, 1..20),
+            zstd in any::<bool>(),
+            level in 1u32..10,
+        ) {
+            let mut members = Vec::new();
+            let mut rest = lines.as_slice();
+            for n in cuts.iter().cycle() {
+                if rest.is_empty() { break; }
+                let (head, tail) = rest.split_at((*n).min(rest.len()));
+                members.push(head.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect::<Vec<u8>>());
+                rest = tail;
+            }
+            let codec = if zstd { Codec::Zstd } else { Codec::Gzip };
+            let c = Compression::new(codec, level).unwrap();
+            let one = pool(1).install(|| compress(members.clone(), c));
+            let four = pool(4).install(|| compress(members.clone(), c));
+            prop_assert_eq!(&one, &four);
+            let text = String::from_utf8(unpack(&one)).unwrap();
+            let expected: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            prop_assert_eq!(text, expected);
+        }
+    }
+}
