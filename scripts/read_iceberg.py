@@ -20,7 +20,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 COLUMNS = ["source", "stream", "partition", "cursor", "cursor_sortable", "group", "key",
            "key_encoding", "headers", "timestamp", "run_id", "payload_encoding", "payload",
-           "payload_base64", "schema_id", "schema_version", "object_key"]
+           "payload_base64", "schema_id", "schema_version", "object_key", "log_position"]
 
 
 def plain(row):

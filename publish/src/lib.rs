@@ -13,9 +13,12 @@
 //!   turns Iceberg's append rebase into a conflict.
 //! - [`publisher`]: one publish: read past the watermarks, write one Parquet file per stream
 //!   partition (and day), append them in one snapshot carrying the new watermarks.
+//! - [`audit`]: `verify`'s table check: each partition's rows are the records of the
+//!   commit-log entries its watermark covers, none twice.
 //!
 //! This crate links Arrow and Parquet; the Lambda consumers do not depend on it.
 
+pub mod audit;
 pub mod catalog;
 pub mod plan;
 pub mod publisher;

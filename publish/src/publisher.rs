@@ -3,9 +3,11 @@
 //! Steps (each one a crash point in tests, [`PublishStep`]):
 //! 1. Load the table; read the watermarks from the summary of its newest snapshot that a
 //!    publisher made ([`published_watermarks`]).
-//! 2. For every partition of the state table, take the commit-log entries above its
-//!    watermark ([`crate::plan::pending`]), read their objects and check each holds the
-//!    number of records its entry says.
+//! 2. For every partition of the state table (ordered, interleaved or reset:
+//!    `StateStore::logged_partitions`), read its commit-log positions, then its commit log,
+//!    and take the entries just above its watermark in commit-log position order
+//!    ([`crate::plan::pending`]); read their objects and check each holds the number of
+//!    records its entry says.
 //! 3. Write one Parquet data file per stream partition and day (rolled at the target size),
 //!    named after the partition and the first cursor taken.
 //! 4. Append all files in one snapshot whose summary carries every watermark (moved ones
@@ -19,7 +21,9 @@
 //! wins, the other sees the conflict, deletes its files and plans again.
 
 use crate::catalog::{Fenced, ensure_table};
-use crate::plan::{self, file_prefix, partition_key, partition_tag, watermark_key};
+use crate::plan::{
+    self, PlanError, Watermark, file_prefix, partition_key, partition_tag, watermark_key,
+};
 use crate::table::{LineError, Row, parse_line, to_batch};
 use bronze::ports::{CommitEntry, ObjectStore, PortError, StateStore};
 use bronze::record::PartitionId;
@@ -76,6 +80,14 @@ pub enum PublishError {
     /// A line of a committed object is not a Bronze line: permanent.
     #[error(transparent)]
     Line(#[from] LineError),
+    /// The table and the state table disagree about a partition: permanent.
+    #[error("{partition}: {source}")]
+    Plan {
+        /// The partition.
+        partition: String,
+        /// What disagrees.
+        source: PlanError,
+    },
     /// Building an Arrow batch failed (a schema bug, not data).
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
@@ -199,6 +211,7 @@ pub struct Publisher<'a> {
 struct Taken {
     id: PartitionId,
     entries: Vec<CommitEntry>,
+    moved: Watermark,
 }
 
 impl Publisher<'_> {
@@ -228,19 +241,23 @@ impl Publisher<'_> {
         let marks = published_watermarks(table);
 
         let mut taken = Vec::new();
-        let mut partitions = self.state.partitions().await?;
+        let mut partitions = self.state.logged_partitions().await?;
         partitions.sort_by_key(partition_key);
         for id in &partitions {
+            // Positions first: a position at or below the floor missing from the log read
+            // after it was archived by a reset (plan::pending).
+            let positions = self.state.log_positions(id).await?;
             let log = self.state.commit_log(id).await?;
-            let entries: Vec<CommitEntry> =
-                plan::pending(&log, marks.get(&partition_key(id)).map(String::as_str))
-                    .into_iter()
-                    .cloned()
-                    .collect();
-            if !entries.is_empty() {
+            let (entries, moved) = plan::pending(&log, marks.get(&partition_key(id)), positions)
+                .map_err(|source| PublishError::Plan {
+                    partition: id.to_string(),
+                    source,
+                })?;
+            if let Some(moved) = moved {
                 taken.push(Taken {
                     id: id.clone(),
-                    entries,
+                    entries: entries.into_iter().cloned().collect(),
+                    moved,
                 });
             }
         }
@@ -267,12 +284,10 @@ impl Publisher<'_> {
 
         let mut properties: HashMap<String, String> = marks
             .iter()
-            .map(|(pk, w)| (format!("{}{pk}", plan::WATERMARK_PREFIX), w.clone()))
+            .map(|(pk, w)| (format!("{}{pk}", plan::WATERMARK_PREFIX), w.encode()))
             .collect();
         for part in &taken {
-            if let Some(last) = part.entries.last() {
-                properties.insert(watermark_key(&part.id), last.last.clone());
-            }
+            properties.insert(watermark_key(&part.id), part.moved.encode());
         }
         properties.insert(ATTEMPT_PROPERTY.to_owned(), attempt_id.clone());
 
@@ -353,8 +368,10 @@ impl Publisher<'_> {
                     entry.records
                 )));
             }
+            let log_position = entry.position.and_then(|p| i64::try_from(p).ok());
             for (n, line) in lines.iter().enumerate() {
-                let row = parse_line(key, n + 1, line)?;
+                let mut row = parse_line(key, n + 1, line)?;
+                row.log_position = log_position;
                 if row.cursor_sortable < entry.first || row.cursor_sortable > entry.last {
                     return Err(bad(format!(
                         "line {} cursor {} is outside the committed range",
@@ -380,7 +397,9 @@ impl Publisher<'_> {
         let schema = metadata.current_schema().clone();
         let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
         let spec = metadata.default_partition_spec().as_ref().clone();
-        let first = part.entries.first().map_or("", |e| e.first.as_str());
+        let Some(first) = part.entries.first() else {
+            return Ok(Vec::new());
+        };
         let names = DefaultFileNameGenerator::new(
             file_prefix(&part.id, first, attempt_id),
             None,
@@ -439,7 +458,7 @@ impl Publisher<'_> {
             return Ok(0);
         }
         let marks = published_watermarks(table);
-        let by_tag: HashMap<String, String> = partitions
+        let by_tag: HashMap<String, Watermark> = partitions
             .iter()
             .filter_map(|id| {
                 marks
@@ -465,9 +484,17 @@ impl Publisher<'_> {
         for path in listed {
             let name = path.rsplit('/').next().unwrap_or_default();
             if !referenced.contains(&path) && plan::is_orphan(name, &by_tag) {
-                table.file_io().delete(&path).await?;
-                tracing::info!(path, "deleted an orphaned data file");
-                deleted += 1;
+                // Another publisher (the attempt that lost, or a concurrent sweep) may delete
+                // it first; whatever is left is swept by the next publish.
+                match table.file_io().delete(&path).await {
+                    Ok(()) => {
+                        tracing::info!(path, "deleted an orphaned data file");
+                        deleted += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(path, error = %e, "could not delete an orphaned data file; the next publish sweeps it");
+                    }
+                }
             }
         }
         Ok(deleted)
@@ -513,7 +540,7 @@ fn list_local(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// The watermarks of the newest snapshot on the current branch that a publisher made (it
 /// carries [`ATTEMPT_PROPERTY`]). Usually the current snapshot; another writer's snapshot
 /// on top (a compaction, a maintenance job) carries no watermarks and must not reset them.
-pub fn published_watermarks(table: &Table) -> BTreeMap<String, String> {
+pub fn published_watermarks(table: &Table) -> BTreeMap<String, Watermark> {
     let metadata = table.metadata();
     let mut current = metadata.current_snapshot();
     while let Some(snapshot) = current {

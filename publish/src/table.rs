@@ -4,10 +4,14 @@
 //! display form and `cursor_sortable` the fixed-width form whose byte order is cursor order;
 //! `timestamp` is the record's own time (`timestamp_ms`) as `timestamptz`; `payload` is the
 //! line's `payload` JSON text byte for byte, `payload_base64` the decoded bytes. `object_key`
-//! names the Bronze object the record was published from. Iceberg `binary` is Arrow
+//! names the Bronze object the record was published from and `log_position` the
+//! commit-log position of the entry that committed it (which tells records landed before
+//! a reset of the partition from those landed after it). Iceberg `binary` is Arrow
 //! `LargeBinary`, `string` is `Utf8`.
 
-use arrow_array::builder::{Int32Builder, LargeBinaryBuilder, TimestampMicrosecondBuilder};
+use arrow_array::builder::{
+    Int32Builder, Int64Builder, LargeBinaryBuilder, TimestampMicrosecondBuilder,
+};
 use arrow_array::{ArrayRef, LargeBinaryArray, ListArray, RecordBatch, StringArray, StructArray};
 use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, Field, Fields, SchemaRef as ArrowSchemaRef};
@@ -56,6 +60,7 @@ mod id {
     pub(super) const SCHEMA_ID: i32 = 15;
     pub(super) const SCHEMA_VERSION: i32 = 16;
     pub(super) const OBJECT_KEY: i32 = 17;
+    pub(super) const LOG_POSITION: i32 = 18;
     pub(super) const HEADER: i32 = 20;
     pub(super) const HEADER_KEY: i32 = 21;
     pub(super) const HEADER_VALUE: i32 = 22;
@@ -111,6 +116,12 @@ pub fn schema() -> iceberg::Result<Schema> {
             )
             .into(),
             NestedField::required(id::OBJECT_KEY, "object_key", s()).into(),
+            NestedField::optional(
+                id::LOG_POSITION,
+                "log_position",
+                Type::Primitive(PrimitiveType::Long),
+            )
+            .into(),
         ])
         .build()
 }
@@ -172,6 +183,9 @@ pub struct Row {
     pub schema_version: Option<i32>,
     /// The Bronze object.
     pub object_key: String,
+    /// The commit-log position of the entry that committed the object (`None` for entries
+    /// written before positions existed).
+    pub log_position: Option<i64>,
 }
 
 impl Row {
@@ -261,6 +275,7 @@ pub fn parse_line(object_key: &str, line_no: usize, line: &str) -> Result<Row, L
         schema_id: h.schema_id,
         schema_version: h.schema_version,
         object_key: object_key.to_owned(),
+        log_position: None,
     })
 }
 
@@ -275,7 +290,9 @@ pub fn to_batch(
     let mut timestamps = TimestampMicrosecondBuilder::with_capacity(rows.len());
     let mut payload_bytes = LargeBinaryBuilder::new();
     let mut versions = Int32Builder::with_capacity(rows.len());
+    let mut positions = Int64Builder::with_capacity(rows.len());
     for row in rows {
+        positions.append_option(row.log_position);
         timestamps.append_option(row.timestamp_ms.and_then(|ms| ms.checked_mul(1000)));
         payload_bytes.append_option(row.payload_bytes.as_deref());
         versions.append_option(row.schema_version);
@@ -299,6 +316,7 @@ pub fn to_batch(
         strings(&|r| r.schema_id.as_deref()),
         Arc::new(versions.finish()),
         strings(&|r| Some(&r.object_key)),
+        Arc::new(positions.finish()),
     ];
     RecordBatch::try_new(schema.clone(), columns)
 }

@@ -9,6 +9,7 @@ use bronze::config::{KeyStrategy, PayloadFormat, StreamSettings};
 use bronze::cursor::{Cursor, KafkaOffset, KinesisCursor, SequenceNumber};
 use bronze::engine::{Lander, PartitionOutcome, RunContext};
 use bronze::memory::{Faults, MemoryDlq, MemoryObjectStore, MemoryStateStore};
+use bronze::ports::StateStore as _;
 use bronze::record::{Header, PartitionBatch, PartitionId, Record, Source};
 use bronze::telemetry::Metrics;
 use iceberg::{Catalog, TableIdent};
@@ -152,6 +153,42 @@ impl Env {
         }
     }
 
+    /// Lands one batch: records `indices` (payload `i`, cursor `cursor(i)`), in this order.
+    async fn land_batch<C: Cursor>(
+        &mut self,
+        id: &PartitionId,
+        indices: impl IntoIterator<Item = u64>,
+        settings: &StreamSettings,
+        cursor: impl Fn(u64) -> C,
+    ) {
+        let metrics = Metrics::default();
+        let run = RunContext {
+            run_id: "run-2",
+            now_ms: T0,
+            metrics: &metrics,
+        };
+        let records: Vec<Record<C>> = indices
+            .into_iter()
+            .map(|i| self.record(id, cursor(i), i))
+            .collect();
+        let batch = PartitionBatch {
+            id: id.clone(),
+            records,
+        };
+        let outcome = self.lander.land(&batch, settings, run).await;
+        assert!(
+            matches!(outcome, PartitionOutcome::Landed { .. }),
+            "{outcome:?}"
+        );
+    }
+
+    async fn publish(&self, catalog: &dyn Catalog) -> publish::publisher::PublishReport {
+        self.publisher(catalog, Arc::default())
+            .publish()
+            .await
+            .expect("publish")
+    }
+
     fn record<C: Cursor>(&mut self, id: &PartitionId, cursor: C, i: u64) -> Record<C> {
         let payload: Option<Vec<u8>> = match i % 6 {
             0 => Some(format!("{{\"n\":{i},\"big\":123456789012345678901234567890}}").into_bytes()),
@@ -249,6 +286,10 @@ impl Env {
                     "{engine}: headers"
                 );
                 assert_eq!(row["headers"][0]["value"], "abc", "{engine}: headers");
+                assert!(
+                    row["log_position"].as_i64().is_some(),
+                    "{engine}: log_position"
+                );
             }
             assert_eq!(seen.len(), self.expected.len(), "{engine}: record count");
             for (key, want) in &self.expected {
@@ -336,10 +377,8 @@ async fn publishes_every_committed_record_once_compacted() {
     assert_eq!(report.records, 28);
     let read = env.check();
     let summary = &read["summary"];
-    assert_eq!(
-        summary["bronze.watermark.kafka#orders#0"],
-        format!("{:020}", 131)
-    );
+    // 125 single-record commits, then 7 records in 4 commits: commit-log position 129.
+    assert_eq!(summary["bronze.watermark.kafka#orders#0"], "position:129");
     assert_eq!(summary["operation"], "append");
 }
 
@@ -485,4 +524,262 @@ async fn a_stale_append_is_fenced_not_rebased() {
         .expect("publish");
     assert_eq!(more.records, 8);
     env.check();
+}
+
+fn settings(parallelization_factor: u32) -> StreamSettings {
+    StreamSettings {
+        group: None,
+        payload_format: PayloadFormat::Auto,
+        key_strategy: KeyStrategy::Raw,
+        parallelization_factor,
+        schema: None,
+        compression: Compression::default(),
+    }
+}
+
+fn kinesis_sequence(i: u64) -> KinesisCursor {
+    let seq = format!("4959{:040}", 1_000_000 + i);
+    KinesisCursor::plain(SequenceNumber::parse(&seq).expect("sequence"))
+}
+
+/// Kinesis with a ParallelizationFactor above 1: two lanes of one shard commit
+/// interleaved entries, and the lane holding the lower sequence numbers commits after the
+/// other lane's entries were published. A watermark on cursors would skip it forever (its
+/// first cursor sorts below the published last one); the commit-log position does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interleaved_lane_committed_late_is_published_once() {
+    let mut env = Env::new();
+    let catalog = env.catalog().await;
+    let id = PartitionId::new(Source::Kinesis, "clicks", "shardId-000000000007");
+    let lanes = settings(2);
+    // Lane 1 (odd sequence numbers) commits its first two batches; lane 0 nothing yet.
+    env.land_batch(&id, [1, 3, 5], &lanes, kinesis_sequence)
+        .await;
+    env.land_batch(&id, [7, 9], &lanes, kinesis_sequence).await;
+    let first = env.publish(catalog.as_ref()).await;
+    assert_eq!((first.records, first.entries), (5, 2));
+    // Lane 0 commits records 0..=8 (its first sorts below everything published), then
+    // lane 1 goes on.
+    env.land_batch(&id, [0, 2, 4], &lanes, kinesis_sequence)
+        .await;
+    env.land_batch(&id, [6, 8], &lanes, kinesis_sequence).await;
+    env.land_batch(&id, [11, 13], &lanes, kinesis_sequence)
+        .await;
+    let log = env.state.commit_log(&id).await.expect("log");
+    let mut positions: Vec<u64> = log.iter().filter_map(|e| e.position).collect();
+    positions.sort_unstable();
+    assert_eq!(positions, [1, 2, 3, 4, 5], "positions in commit order");
+    let at = |p: u64| log.iter().find(|e| e.position == Some(p)).expect("entry");
+    assert!(
+        at(3).first < at(2).last,
+        "the late lane's entry sorts below the published cursors"
+    );
+    let second = env.publish(catalog.as_ref()).await;
+    assert_eq!((second.records, second.entries), (7, 3));
+    assert_eq!(env.publish(catalog.as_ref()).await.records, 0);
+    let read = env.check();
+    assert_eq!(
+        read["summary"]["bronze.watermark.kinesis#clicks#shardId-000000000007"],
+        "position:5"
+    );
+}
+
+/// `streaming-connector reset` of a partition (a recreated topic: offsets start again at 0
+/// with other records) between two publishes. The re-landed records reach the table once
+/// each; the records published before the reset stay, told apart by `log_position` (at or
+/// below the reset's floor); the records landed before the reset and never published were
+/// archived with their objects and never reach the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_partition_is_published_again_exactly_once() {
+    let mut env = Env::new();
+    let catalog = env.catalog().await;
+    let id = PartitionId::new(Source::Kafka, "orders", "0");
+    let ordered = settings(1);
+    env.land_batch(&id, 0..6, &ordered, KafkaOffset).await;
+    env.land_batch(&id, 6..10, &ordered, KafkaOffset).await;
+    assert_eq!(env.publish(catalog.as_ref()).await.records, 10);
+    // Landed, not yet published, then archived by the reset.
+    env.land_batch(&id, 10..15, &ordered, KafkaOffset).await;
+    let reset = bronze::reset::reset_partition(
+        env.objects.as_ref(),
+        env.state.as_ref(),
+        "bronze",
+        &id,
+        "reset-1",
+        true,
+    )
+    .await
+    .expect("reset");
+    assert!(reset.applied && reset.state_items > 0);
+    let positions = env.state.log_positions(&id).await.expect("positions");
+    assert_eq!(
+        positions,
+        Some(bronze::ports::LogPositions {
+            last: 3,
+            reset_floor: 3
+        })
+    );
+    // The recreated topic: offsets 0..12 again, other payloads (indices 100..).
+    env.land_batch(&id, 100..104, &ordered, |i| KafkaOffset(i - 100))
+        .await;
+    env.land_batch(&id, 104..112, &ordered, |i| KafkaOffset(i - 100))
+        .await;
+    let report = env.publish(catalog.as_ref()).await;
+    assert_eq!((report.records, report.entries), (12, 2));
+    assert_eq!(env.publish(catalog.as_ref()).await.records, 0);
+
+    let out = std::process::Command::new(python())
+        .arg(workspace().join("scripts/read_iceberg.py"))
+        .arg(env.dir.join("catalog.db"))
+        .arg(env.warehouse())
+        .output()
+        .expect("run scripts/read_iceberg.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: Value = serde_json::from_slice(&out.stdout).expect("json");
+    for engine in ["pyiceberg", "duckdb"] {
+        let mut before: BTreeMap<String, usize> = BTreeMap::new();
+        let mut after: BTreeMap<String, (usize, Option<String>)> = BTreeMap::new();
+        for row in read[engine].as_array().expect("rows") {
+            let cursor = row["cursor"].as_str().expect("cursor").to_owned();
+            let position = row["log_position"].as_i64().expect("log_position");
+            if position <= 3 {
+                *before.entry(cursor).or_default() += 1;
+            } else {
+                let seen = after.entry(cursor).or_default();
+                seen.0 += 1;
+                seen.1 = row["payload"].as_str().map(str::to_owned);
+            }
+        }
+        let cursors = |n: u64| (0..n).map(|o| o.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            before.keys().cloned().collect::<Vec<_>>().len(),
+            10,
+            "{engine}"
+        );
+        assert!(before.values().all(|&n| n == 1), "{engine}: {before:?}");
+        let mut want: Vec<String> = cursors(12);
+        want.sort();
+        assert_eq!(after.keys().cloned().collect::<Vec<_>>(), want, "{engine}");
+        for (cursor, (n, payload)) in &after {
+            assert_eq!(*n, 1, "{engine}: offset {cursor} twice after the reset");
+            let key = (
+                "kafka".to_owned(),
+                "orders".to_owned(),
+                "0".to_owned(),
+                cursor.clone(),
+            );
+            assert_eq!(
+                payload.as_ref(),
+                env.expected[&key].0.as_ref(),
+                "{engine}: offset {cursor} holds the re-landed record"
+            );
+        }
+    }
+}
+
+/// `verify`'s table check finds nothing wrong with a published table, and finds both
+/// faults a broken writer can cause: records the watermark covers but the table lacks, and
+/// records the table holds twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_audit_finds_missing_and_doubled_records() {
+    use iceberg::transaction::{ApplyTransactionAction, Transaction};
+    use publish::audit::verify_table;
+    use publish::publisher::ATTEMPT_PROPERTY;
+
+    let mut env = Env::new();
+    let catalog = env.catalog().await;
+    let ident = TableIdent::from_strs(["bronze", "records"]).expect("ident");
+    env.land(6, 2).await;
+    env.publish(catalog.as_ref()).await;
+    env.land(4, 2).await;
+    let audit = |env: &Env, catalog: Arc<dyn Catalog>| {
+        let ident = ident.clone();
+        let state = env.state.clone();
+        let objects = env.objects.clone();
+        async move {
+            verify_table(
+                state.as_ref(),
+                objects.as_ref(),
+                catalog.as_ref(),
+                &ident,
+                None,
+            )
+            .await
+            .expect("audit")
+        }
+    };
+    let clean = audit(&env, catalog.clone()).await;
+    assert_eq!(clean.violations, Vec::<(String, String)>::new());
+    assert_eq!(
+        (clean.partitions, clean.rows, clean.unpublished),
+        (4, 24, 16)
+    );
+
+    // A writer that moves kafka#orders#1's watermark to its last position without its
+    // records: 4 committed records the table lacks.
+    let rogue = |marks: Vec<(String, String)>| {
+        let catalog = catalog.clone();
+        let ident = ident.clone();
+        async move {
+            let table = catalog.load_table(&ident).await.expect("load");
+            let mut props: HashMap<String, String> =
+                publish::publisher::published_watermarks(&table)
+                    .into_iter()
+                    .map(|(pk, w)| {
+                        (
+                            format!("{}{pk}", publish::plan::WATERMARK_PREFIX),
+                            w.encode(),
+                        )
+                    })
+                    .collect();
+            props.extend(marks);
+            props.insert(ATTEMPT_PROPERTY.to_owned(), "rogue".to_owned());
+            let tx = Transaction::new(&table);
+            let tx = tx
+                .fast_append()
+                .set_snapshot_properties(props)
+                .apply(tx)
+                .expect("apply");
+            tx.commit(catalog.as_ref()).await.expect("commit");
+        }
+    };
+    let last = env
+        .state
+        .log_positions(&PartitionId::new(Source::Kafka, "orders", "1"))
+        .await
+        .expect("positions")
+        .expect("some")
+        .last;
+    rogue(vec![(
+        "bronze.watermark.kafka#orders#1".to_owned(),
+        format!("position:{last}"),
+    )])
+    .await;
+    let missing = audit(&env, catalog.clone()).await;
+    let lacking: Vec<_> = missing
+        .violations
+        .iter()
+        .filter(|(p, m)| p == "kafka/orders/1" && m.contains("not in the table"))
+        .collect();
+    assert_eq!(lacking.len(), 4, "{:?}", missing.violations);
+
+    // A writer that moves kafka#orders#2's watermark back to nothing: the next publish
+    // publishes its records again.
+    rogue(vec![(
+        "bronze.watermark.kafka#orders#2".to_owned(),
+        "position:0".to_owned(),
+    )])
+    .await;
+    env.publish(catalog.as_ref()).await;
+    let doubled = audit(&env, catalog.clone()).await;
+    let twice: Vec<_> = doubled
+        .violations
+        .iter()
+        .filter(|(p, m)| p == "kafka/orders/2" && m.contains("2 times"))
+        .collect();
+    assert_eq!(twice.len(), 6, "{:?}", doubled.violations);
 }
