@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the local stack: start a fresh moto, serve both functions with
 # `cargo lambda watch`, invoke them with every sample event in events/, then print the landed
-# objects, the checkpoints and commit log, and the dead letters. The stack stays up for
+# objects, the checkpoints and commit log, and the dead letters; land a Kafka topic with the
+# runner; publish everything to the Iceberg table and query it. The stack stays up for
 # inspection; `make stack-down` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,5 +76,21 @@ echo ">> streaming-connector verify"
 "$runner" verify --config .stack/runner.yaml
 echo
 "$py" scripts/stack.py inspect
+
+# Bronze as an Iceberg table: every committed object above (functions and runner) published
+# once to a SQL catalog on SQLite, with the warehouse in the Bronze bucket on moto; verify
+# checks the table against the commit log; then a query over it.
+catalog_db="$PWD/.stack/catalog.db"
+warehouse="s3://${BRONZE_BUCKET}/iceberg"
+rm -f "$catalog_db"
+echo
+echo "== publish: Bronze as an Iceberg table (catalog sqlite:$catalog_db, warehouse $warehouse)"
+"$runner" publish --catalog "sqlite:$catalog_db" --warehouse "$warehouse"
+echo ">> publishing again: nothing new"
+"$runner" publish --catalog "sqlite:$catalog_db" --warehouse "$warehouse"
+echo ">> streaming-connector verify, with the table"
+"$runner" verify --config .stack/runner.yaml --catalog "sqlite:$catalog_db" --warehouse "$warehouse"
+echo ">> a query over the table (pyiceberg reads the catalog, DuckDB runs the SQL)"
+"$py" scripts/query_iceberg.py "$catalog_db" "$warehouse"
 echo
 echo "Function logs: $log; runner log: .stack/runner.log. The stack is still up on ${AWS_ENDPOINT_URL}; stop it with 'make stack-down'."

@@ -7,8 +7,9 @@
 //! - `discover --config`: the topics and partitions the config would subscribe to, and a
 //!   `streams` section for them.
 //! - `status --config`: checkpoint, high watermark and lag per partition.
-//! - `verify [--config] [--stream S]`: audits the committed Bronze data against the commit
-//!   log; exits 1 on a violation.
+//! - `verify [--config] [--stream S] [--catalog sqlite:<path> --warehouse W]`: audits the
+//!   committed Bronze data against the commit log, and with a catalog the Iceberg table too;
+//!   exits 1 on a violation.
 //! - `schema check|register --config`: schema compatibility (see `bronze::commands`).
 //! - `publish --catalog sqlite:<path> --warehouse <s3://... or file://...>`: publish committed
 //!   Bronze objects to the Iceberg table once (see the `publish` crate).
@@ -68,6 +69,16 @@ enum Command {
         /// Only this stream.
         #[arg(long)]
         stream: Option<String>,
+        /// Also check the Iceberg table in this catalog (`sqlite:<path>`): each partition's
+        /// rows are the records of the commits its watermark covers, none twice.
+        #[arg(long, requires = "warehouse")]
+        catalog: Option<String>,
+        /// The table's warehouse (with `--catalog`).
+        #[arg(long, requires = "catalog")]
+        warehouse: Option<String>,
+        /// `namespace.table` (with `--catalog`).
+        #[arg(long, default_value = "bronze.records")]
+        table: String,
     },
     /// Start a partition over after its source's cursors restarted (a recreated topic or
     /// stream): archive its Bronze objects under `<prefix>/_archive/reset-<epoch seconds>/` and delete
@@ -146,7 +157,17 @@ fn main() -> ExitCode {
         Command::Run { config } => runtime.block_on(run(config)),
         Command::Discover { config } => runtime.block_on(discover(config)),
         Command::Status { config } => runtime.block_on(status(config)),
-        Command::Verify { config, stream } => runtime.block_on(verify(config, stream)),
+        Command::Verify {
+            config,
+            stream,
+            catalog,
+            warehouse,
+            table,
+        } => runtime.block_on(verify(
+            config,
+            stream,
+            catalog.zip(warehouse).map(|(c, w)| (c, w, table)),
+        )),
         Command::Schema { action } => runtime.block_on(schema(action)),
         Command::Sweep { stream, apply } => runtime.block_on(sweep(stream, apply)),
         Command::Publish {
