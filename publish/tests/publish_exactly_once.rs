@@ -251,9 +251,8 @@ impl Env {
         }
     }
 
-    /// Reads the table with pyiceberg and DuckDB and checks it holds exactly the expected
-    /// records, each once, byte for byte; and that the warehouse holds no orphan.
-    fn check(&self) -> Value {
+    /// The table as pyiceberg and DuckDB read it (`scripts/read_iceberg.py`).
+    fn read(&self) -> Value {
         let out = std::process::Command::new(python())
             .arg(workspace().join("scripts/read_iceberg.py"))
             .arg(self.dir.join("catalog.db"))
@@ -265,7 +264,13 @@ impl Env {
             "read_iceberg.py failed (run `make venv`: pyiceberg and duckdb are in requirements-dev.txt): {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let read: Value = serde_json::from_slice(&out.stdout).expect("json");
+        serde_json::from_slice(&out.stdout).expect("json")
+    }
+
+    /// Reads the table with pyiceberg and DuckDB and checks it holds exactly the expected
+    /// records, each once, byte for byte; and that the warehouse holds no orphan.
+    fn check(&self) -> Value {
+        let read = self.read();
         for engine in ["pyiceberg", "duckdb"] {
             let rows = read[engine].as_array().expect("rows");
             let mut seen: Expected = BTreeMap::new();
@@ -628,18 +633,7 @@ async fn a_reset_partition_is_published_again_exactly_once() {
     assert_eq!((report.records, report.entries), (12, 2));
     assert_eq!(env.publish(catalog.as_ref()).await.records, 0);
 
-    let out = std::process::Command::new(python())
-        .arg(workspace().join("scripts/read_iceberg.py"))
-        .arg(env.dir.join("catalog.db"))
-        .arg(env.warehouse())
-        .output()
-        .expect("run scripts/read_iceberg.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let read: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let read = env.read();
     for engine in ["pyiceberg", "duckdb"] {
         let mut before: BTreeMap<String, usize> = BTreeMap::new();
         let mut after: BTreeMap<String, (usize, Option<String>)> = BTreeMap::new();

@@ -422,12 +422,7 @@ pub enum Cancellation {
 /// Classifies a `TransactionCanceledException` by its reasons (`None` or `"None"` for an item
 /// that did not fail). Pure, so every combination is unit-tested.
 pub fn classify_cancellation(reasons: &[Option<String>]) -> Cancellation {
-    let code = |i: usize| {
-        reasons
-            .get(i)
-            .and_then(|r| r.as_deref())
-            .filter(|c| *c != "None")
-    };
+    let code = |i: usize| reason_code(reasons, i);
     let failed: Vec<&str> = (0..reasons.len()).filter_map(code).collect();
     if code(0) == Some("ConditionalCheckFailed") {
         return Cancellation::CheckpointMoved;
@@ -444,12 +439,7 @@ pub fn classify_cancellation(reasons: &[Option<String>]) -> Cancellation {
 /// Classifies a cancelled interleaved commit (`log_commit`), whose items are the log put,
 /// then the positions update.
 pub fn classify_log_cancellation(reasons: &[Option<String>]) -> Cancellation {
-    let code = |i: usize| {
-        reasons
-            .get(i)
-            .and_then(|r| r.as_deref())
-            .filter(|c| *c != "None")
-    };
+    let code = |i: usize| reason_code(reasons, i);
     let failed: Vec<&str> = (0..reasons.len()).filter_map(code).collect();
     if code(0) == Some("ConditionalCheckFailed") {
         return Cancellation::LogEntryExists;
@@ -458,6 +448,14 @@ pub fn classify_log_cancellation(reasons: &[Option<String>]) -> Cancellation {
         return Cancellation::PositionMoved;
     }
     classify_other(&failed)
+}
+
+/// The reason code of item `i` of a cancelled transaction, `None` when it did not fail.
+fn reason_code(reasons: &[Option<String>], i: usize) -> Option<&str> {
+    reasons
+        .get(i)
+        .and_then(|r| r.as_deref())
+        .filter(|c| *c != "None")
 }
 
 /// The failure codes of a cancellation that is neither a moved checkpoint nor an existing
