@@ -171,18 +171,17 @@ pub fn pending<'a>(
         Some(Watermark::Position(w)) => *w,
         _ => 0,
     };
-    let mut next = published.max(positions.map_or(0, |p| p.reset_floor)) + 1;
+    let start = published.max(positions.map_or(0, |p| p.reset_floor)) + 1;
     let by_position: BTreeMap<u64, &CommitEntry> = log
         .iter()
         .filter_map(|e| e.position.map(|p| (p, e)))
-        .filter(|(p, _)| *p >= next)
+        .filter(|(p, _)| *p >= start)
         .collect();
-    for (p, entry) in by_position {
+    for (next, (p, entry)) in (start..).zip(by_position) {
         if p != next {
             break; // being committed while the log was read: the next publish takes it
         }
         taken.push(entry);
-        next += 1;
     }
     let moved = taken.last().map(|e| Watermark::of(e));
     Ok((taken, moved))
