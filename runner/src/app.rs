@@ -1,8 +1,8 @@
 //! The commands: setup shared by all of them, `run`, `discover`, `status`, `verify`.
 
 use crate::config::{RunnerConfig, SaslMechanism};
-use crate::pipeline::{Pipeline, Shared};
-use crate::{audit, http, kafka, kinesis, pulsar, secrets};
+use crate::sources::{self, kinesis};
+use crate::{audit, http, secrets};
 use anyhow::Context;
 use bronze::aws::{DynamoStateStore, S3ObjectStore, SqsDeadLetterQueue};
 use bronze::config::{ConnectorConfig, EnvConfig};
@@ -85,79 +85,25 @@ pub async fn run(config: String) -> anyhow::Result<ExitCode> {
     let state: Arc<dyn bronze::ports::StateStore> =
         Arc::new(DynamoStateStore::new(&setup.sdk, &setup.env.state_table));
     let runner = setup.runner.clone();
-    let drain = Duration::from_millis(runner.shutdown_timeout_ms);
     let stop = Arc::new(AtomicBool::new(false));
+    let context = sources::Context {
+        sdk: setup.sdk.clone(),
+        connector: setup.connector.clone(),
+        runner: runner.clone(),
+        credentials: setup.credentials.clone(),
+        lander,
+        state,
+        state_table: setup.env.state_table.clone(),
+        run_id,
+        stop: stop.clone(),
+    };
     let mut pipelines = Vec::new();
     let mut shareds = Vec::new();
-    let mut consumers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
-
-    if let Some(kafka) = runner.kafka.clone() {
-        let shared = Arc::new(Shared::default());
-        let acks = Arc::new(kafka::KafkaAcks::default());
-        let pipeline = Pipeline::new(
-            lander.clone(),
-            setup.connector.clone(),
-            runner.files.clone(),
-            runner.buffer.max_bytes,
-            &runner.concurrency,
-            shared.clone(),
-            acks.clone(),
-            &run_id,
-            kafka::lag,
-        );
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        pipelines.push(tokio::spawn(pipeline.run(rx, drain)));
-        tracing::info!(kafka = %kafka::describe(&kafka), run_id = %run_id, "starting the Kafka consumer");
-        let source = kafka::KafkaSource {
-            config: kafka,
-            max_buffer: runner.buffer.max_bytes,
-            credentials: setup.credentials.clone(),
-            sdk: setup.sdk.clone(),
-            state: state.clone(),
-            connector: setup.connector.clone(),
-            shared: shared.clone(),
-            acks,
-            shutdown_timeout: drain,
-        };
-        let handle = tokio::runtime::Handle::current();
-        let stop = stop.clone();
-        consumers.push(tokio::task::spawn_blocking(move || {
-            source.run(handle, tx, stop).map_err(anyhow::Error::from)
-        }));
-        shareds.push(shared);
-    }
-    if let Some(p) = runner.pulsar.clone() {
-        let shared = Arc::new(Shared::default());
-        let (pipeline_task, consumer_task) = pulsar::start(
-            p,
-            &setup,
-            lander.clone(),
-            state.clone(),
-            shared.clone(),
-            &run_id,
-            stop.clone(),
-        )
-        .await?;
-        pipelines.push(pipeline_task);
-        consumers.push(consumer_task);
-        shareds.push(shared);
-    }
-    if let Some(k) = runner.kinesis.clone() {
-        let shared = Arc::new(Shared::default());
-        tracing::info!(streams = ?k.streams, run_id = %run_id, "starting the Kinesis readers");
-        let (pipeline_task, consumer_task) = kinesis::start(
-            k,
-            &setup,
-            lander.clone(),
-            state.clone(),
-            shared.clone(),
-            &run_id,
-            stop.clone(),
-        )
-        .await?;
-        pipelines.push(pipeline_task);
-        consumers.push(consumer_task);
-        shareds.push(shared);
+    let mut consumers = Vec::new();
+    for source in sources::start(&context).await? {
+        pipelines.push(source.pipeline);
+        consumers.push(source.consumer);
+        shareds.push(source.shared);
     }
 
     let addr = http::serve(
@@ -317,10 +263,21 @@ pub async fn verify(
     };
     let state = DynamoStateStore::new(&sdk, &env.state_table);
     let objects = S3ObjectStore::new(&sdk, &env.bucket);
-    let probe = consumer.as_ref().map(|c| c as &dyn audit::SourceProbe);
-    let report = audit::verify(&state, &objects, probe, stream.as_deref(), stuck_after).await?;
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let probes = audit::Probes {
+        kafka: consumer.as_ref().map(|c| c as &dyn audit::SourceProbe),
+        kinesis: Some(&kinesis),
+    };
+    let report = audit::verify(&state, &objects, probes, stream.as_deref(), stuck_after).await?;
     for v in &report.violations {
         println!("VIOLATION {}: {}", v.partition, v.problem);
+    }
+    if !report.unchecked.is_empty() {
+        let names: Vec<String> = report.unchecked.iter().map(|p| p.to_string()).collect();
+        println!(
+            "not in this account's Kinesis, checked against the commit log only: {}",
+            names.join(", ")
+        );
     }
     println!(
         "verified {} partitions, {} commits, {} records landed, {} dead-lettered: {} violation(s)",

@@ -2,6 +2,7 @@
 
 use crate::config::RunnerConfig;
 use crate::secrets::SaslCredentials;
+use anyhow::Context as _;
 use bronze::cursor::{Cursor, KafkaOffset, KinesisCursor, PulsarMessageId};
 use bronze::ports::{ObjectStore, StateStore};
 use bronze::record::{PartitionId, Source};
@@ -248,7 +249,11 @@ pub fn status_table(rows: &[StatusRow]) -> String {
             r.partition.partition,
             r.checkpoint.as_deref().unwrap_or("-"),
             r.high_watermark.map_or("-".into(), |h| h.to_string()),
-            r.lag.map_or("-".into(), |l| l.to_string()),
+            r.lag.map_or("-".into(), |l| match r.partition.source {
+                // MillisBehindLatest: time, not records.
+                Source::Kinesis => format!("{l}ms"),
+                _ => l.to_string(),
+            }),
             r.last_commit.as_ref().map_or("-", |(_, by)| by.as_str()),
         ));
     }
@@ -286,6 +291,9 @@ pub struct VerifyReport {
     pub dead_lettered: u64,
     /// Everything wrong.
     pub violations: Vec<Violation>,
+    /// Kinesis partitions the probe could not find in this account (landed from elsewhere):
+    /// audited against their commit log only.
+    pub unchecked: Vec<PartitionId>,
 }
 
 /// Reads the records of a Kafka partition in `[from, to)` that the broker still has, to
@@ -354,18 +362,208 @@ impl SourceProbe for BaseConsumer {
     }
 }
 
+/// What a Kinesis shard holds, read back with GetRecords for `verify`: Kinesis sequence
+/// numbers have gaps by design, so only the shard can say which records a range should hold.
+#[async_trait::async_trait]
+pub trait ShardProbe: Send + Sync {
+    /// The landable records of `stream`/`shard` from `from` through `to` (user records of
+    /// KPL aggregates counted one by one), in order, or `None` when this account has no such
+    /// stream or shard (a stream landed elsewhere by a Lambda mapping).
+    async fn span(
+        &self,
+        stream: &str,
+        shard: &str,
+        from: &KinesisCursor,
+        to: &KinesisCursor,
+    ) -> anyhow::Result<Option<ShardSpan>>;
+}
+
+/// A shard's records between two cursors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardSpan {
+    /// Cursors of the records in the range, in order.
+    pub cursors: Vec<KinesisCursor>,
+    /// The range's start is past the shard's retention: `cursors` begin at the trim
+    /// horizon, and nothing older can be checked.
+    pub trimmed: bool,
+    /// Arrival time (ms since the epoch) of the first record after the range, if any.
+    pub next_arrival_ms: Option<i64>,
+}
+
+/// The sources `verify` may ask which records exist.
+#[derive(Clone, Copy, Default)]
+pub struct Probes<'a> {
+    /// The Kafka cluster of `runner.kafka`.
+    pub kafka: Option<&'a dyn SourceProbe>,
+    /// Kinesis (GetRecords).
+    pub kinesis: Option<&'a dyn ShardProbe>,
+}
+
+impl std::fmt::Debug for Probes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probes")
+            .field("kafka", &self.kafka.is_some())
+            .field("kinesis", &self.kinesis.is_some())
+            .finish()
+    }
+}
+
+#[async_trait::async_trait]
+impl ShardProbe for aws_sdk_kinesis::Client {
+    async fn span(
+        &self,
+        stream: &str,
+        shard: &str,
+        from: &KinesisCursor,
+        to: &KinesisCursor,
+    ) -> anyhow::Result<Option<ShardSpan>> {
+        use aws_sdk_kinesis::error::ProvideErrorMetadata;
+        use aws_sdk_kinesis::types::ShardIteratorType;
+        let named = |action: &str, e: &dyn std::fmt::Display| {
+            anyhow::anyhow!("kinesis:{action} on stream {stream} shard {shard}: {e}")
+        };
+        let iterator = |kind: ShardIteratorType| {
+            self.get_shard_iterator()
+                .stream_name(stream)
+                .shard_id(shard)
+                .shard_iterator_type(kind.clone())
+                .set_starting_sequence_number(
+                    (kind == ShardIteratorType::AtSequenceNumber)
+                        .then(|| from.sequence.to_string()),
+                )
+                .send()
+        };
+        let mut span = ShardSpan::default();
+        let mut next = match iterator(ShardIteratorType::AtSequenceNumber).await {
+            Ok(out) => out.shard_iterator,
+            Err(e) if e.code() == Some("ResourceNotFoundException") => return Ok(None),
+            // The start is older than the shard's retention: read what is left.
+            Err(e) if e.code() == Some("InvalidArgumentException") => {
+                span.trimmed = true;
+                iterator(ShardIteratorType::TrimHorizon)
+                    .await
+                    .map_err(|e| {
+                        named(
+                            "GetShardIterator",
+                            &aws_smithy_types::error::display::DisplayErrorContext(e),
+                        )
+                    })?
+                    .shard_iterator
+            }
+            Err(e) => {
+                return Err(named(
+                    "GetShardIterator",
+                    &aws_smithy_types::error::display::DisplayErrorContext(e),
+                ));
+            }
+        };
+        let mut first_call = true;
+        while let Some(it) = next.take() {
+            if !first_call {
+                // Kinesis allows 5 GetRecords per second per shard, shared by every reader.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            first_call = false;
+            let out = self
+                .get_records()
+                .shard_iterator(it)
+                .limit(10_000)
+                .send()
+                .await
+                .map_err(|e| {
+                    named(
+                        "GetRecords",
+                        &aws_smithy_types::error::display::DisplayErrorContext(e),
+                    )
+                })?;
+            let caught_up = out.records.is_empty() && out.millis_behind_latest == Some(0);
+            for record in out.records {
+                let arrival = record
+                    .approximate_arrival_timestamp
+                    .and_then(|t| t.to_millis().ok());
+                let (records, _) = crate::kinesis::to_records(record)?;
+                for r in records {
+                    if r.cursor > *to {
+                        span.next_arrival_ms = arrival;
+                        return Ok(Some(span));
+                    }
+                    if r.cursor >= *from {
+                        span.cursors.push(r.cursor);
+                    }
+                }
+            }
+            if !caught_up {
+                next = out.next_shard_iterator;
+            }
+        }
+        Ok(Some(span))
+    }
+}
+
+/// What a Kinesis partition's commit log says was handled, for the check against the shard.
+#[derive(Debug, Default)]
+struct KinesisHandled {
+    /// Cursors found in the committed objects.
+    landed: Vec<KinesisCursor>,
+    /// Cursors the entries list as dead-lettered.
+    dead: Vec<KinesisCursor>,
+    /// Dead letters of entries that did not list their cursors (more than the list holds).
+    dead_unlisted: u64,
+    /// The smallest committed cursor.
+    first: Option<KinesisCursor>,
+}
+
+/// Compares a Kinesis partition's landed and dead-lettered records with what the shard holds
+/// from its first committed record through the checkpoint: every record of the shard is
+/// accounted for, and nothing landed that the shard does not hold.
+fn kinesis_problems(
+    handled: &KinesisHandled,
+    span: &ShardSpan,
+    from: &KinesisCursor,
+    to: &KinesisCursor,
+) -> Vec<String> {
+    use std::collections::BTreeSet;
+    let mut problems = Vec::new();
+    let known: BTreeSet<&KinesisCursor> = handled.landed.iter().chain(&handled.dead).collect();
+    let missing: Vec<&KinesisCursor> = span.cursors.iter().filter(|c| !known.contains(c)).collect();
+    if missing.len() as u64 > handled.dead_unlisted {
+        problems.push(format!(
+            "{} records of the shard between {from} and the checkpoint {to} are neither landed nor dead-lettered (first: {})",
+            missing.len() as u64 - handled.dead_unlisted,
+            missing[0]
+        ));
+    }
+    let in_shard: BTreeSet<&KinesisCursor> = span.cursors.iter().collect();
+    let floor = span.cursors.first().filter(|_| span.trimmed);
+    let phantom: Vec<&KinesisCursor> = handled
+        .landed
+        .iter()
+        .filter(|c| !in_shard.contains(c) && floor.is_none_or(|f| *c >= f))
+        .collect();
+    if let Some(first) = phantom.first() {
+        problems.push(format!(
+            "{} landed records are not in the shard (first: {first})",
+            phantom.len()
+        ));
+    }
+    problems
+}
+
 /// `verify`: audits the committed Bronze data against the commit log, per partition:
 /// every committed object exists and holds exactly the records its entry says, in cursor
 /// order, inside the entry's range; no cursor is committed twice (ranges do not overlap,
 /// no record is in two objects); the checkpoint is the end of the log; and, for Kafka,
 /// every offset between the first and last committed one is landed or dead-lettered unless
-/// the broker confirms the source does not have it; and, for Kafka with a probe and
-/// `stuck_after`, the source has no records past the checkpoint that nothing has landed for
-/// that long (a partition stuck behind a stalled or lost owner).
+/// the broker confirms the source does not have it; for Kinesis with a probe, the shard's
+/// records from the first committed one through the checkpoint (read with GetRecords: gaps
+/// in sequence numbers are normal) are each landed or dead-lettered, and nothing landed
+/// that the shard does not hold; and, with a probe and `stuck_after`, the source has no
+/// records past the checkpoint that nothing has landed for that long (a partition stuck
+/// behind a stalled or lost owner).
 pub async fn verify(
     state: &dyn StateStore,
     objects: &dyn ObjectStore,
-    probe: Option<&dyn SourceProbe>,
+    probes: Probes<'_>,
     only_stream: Option<&str>,
     stuck_after: Option<std::time::Duration>,
 ) -> anyhow::Result<VerifyReport> {
@@ -396,7 +594,7 @@ pub async fn verify(
             }
         }
         if let (Source::Kafka, Some(probe), Some(after), Some(c)) =
-            (id.source, probe, stuck_after, &checkpoint)
+            (id.source, probes.kafka, stuck_after, &checkpoint)
         {
             if let Some(problem_text) = stuck(probe, &id, c, now_ms, after)? {
                 problem(problem_text);
@@ -404,6 +602,7 @@ pub async fn verify(
         }
         let mut previous: Option<&bronze::ports::CommitEntry> = None;
         let mut kafka_missing: Vec<(u64, u64)> = Vec::new();
+        let mut kinesis = KinesisHandled::default();
         let mut records = 0u64;
         let mut dead = 0u64;
         for entry in &log {
@@ -448,6 +647,32 @@ pub async fn verify(
                 ));
             }
             records += cursors.len() as u64;
+            if id.source == Source::Kinesis {
+                for c in &cursors {
+                    match KinesisCursor::parse(c) {
+                        Ok(c) => kinesis.landed.push(c),
+                        Err(e) => problem(format!(
+                            "unreadable cursor {c:?} in {:?}: {e}",
+                            entry.object_key
+                        )),
+                    }
+                }
+                match &entry.dead_cursors {
+                    Some(listed) => {
+                        for c in listed {
+                            if let Ok(c) = KinesisCursor::parse(c) {
+                                kinesis.dead.push(c);
+                            }
+                        }
+                    }
+                    None => kinesis.dead_unlisted += entry.dead_lettered,
+                }
+                if let Ok(first) = KinesisCursor::parse(&entry.first) {
+                    if kinesis.first.as_ref().is_none_or(|f| first < *f) {
+                        kinesis.first = Some(first);
+                    }
+                }
+            }
             if id.source == Source::Kafka {
                 let mut offsets = Vec::with_capacity(cursors.len());
                 for c in &cursors {
@@ -507,12 +732,37 @@ pub async fn verify(
         report.commits += log.len();
         report.records += records;
         report.dead_lettered += dead;
+        if let (Source::Kinesis, Some(shards), Some(from), Some(c)) =
+            (id.source, probes.kinesis, &kinesis.first, &checkpoint)
+        {
+            let to =
+                KinesisCursor::parse(&c.cursor).with_context(|| format!("checkpoint of {id}"))?;
+            match shards.span(&id.stream, &id.partition, from, &to).await? {
+                None => report.unchecked.push(id.clone()),
+                Some(span) => {
+                    for p in kinesis_problems(&kinesis, &span, from, &to) {
+                        problem(p);
+                    }
+                    let idle_ms = now_ms.saturating_sub(c.last_commit.committed_at_ms);
+                    if let (Some(after), Some(arrived)) = (stuck_after, span.next_arrival_ms) {
+                        let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+                        if idle_ms >= after_ms && now_ms.saturating_sub(arrived) >= after_ms {
+                            problem(format!(
+                                "records past the checkpoint {to} arrived {} s ago and nothing committed for {} s: nothing is landing this shard",
+                                now_ms.saturating_sub(arrived) / 1000,
+                                idle_ms / 1000
+                            ));
+                        }
+                    }
+                }
+            }
+        }
         // Dead-lettered offsets are among the missing ones, so only a shortfall beyond them
         // is a loss; the broker tells which offsets exist.
         let missing_total: u64 = kafka_missing.iter().map(|(a, b)| b - a).sum();
         if missing_total > dead {
             let partition: i32 = id.partition.parse().unwrap_or(-1);
-            match probe {
+            match probes.kafka {
                 Some(probe) => {
                     let mut present = 0u64;
                     let mut example = None;
@@ -648,9 +898,15 @@ mod tests {
     #[tokio::test]
     async fn clean_log_passes() {
         let (state, objects, _) = landed(&[0..10, 10..25, 25..30]).await;
-        let report = verify(state.as_ref(), objects.as_ref(), None, None, None)
-            .await
-            .unwrap();
+        let report = verify(
+            state.as_ref(),
+            objects.as_ref(),
+            Probes::default(),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(report.violations, vec![]);
         assert_eq!(
             (report.partitions, report.commits, report.records),
@@ -662,9 +918,15 @@ mod tests {
     async fn gap_and_double_commit_and_missing_object_are_violations() {
         // A gap: 10..15 never landed.
         let (state, objects, _) = landed(&[0..10, 15..20]).await;
-        let report = verify(state.as_ref(), objects.as_ref(), None, None, None)
-            .await
-            .unwrap();
+        let report = verify(
+            state.as_ref(),
+            objects.as_ref(),
+            Probes::default(),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
         assert!(report.violations[0].problem.contains("first gap 10..15"));
 
@@ -675,9 +937,18 @@ mod tests {
                 Ok(vec![])
             }
         }
-        let report = verify(state.as_ref(), objects.as_ref(), Some(&Empty), None, None)
-            .await
-            .unwrap();
+        let report = verify(
+            state.as_ref(),
+            objects.as_ref(),
+            Probes {
+                kafka: Some(&Empty),
+                ..Probes::default()
+            },
+            None,
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(report.violations, vec![]);
 
         // A range committed twice (forged log entry overlapping the checkpointed range).
@@ -689,9 +960,15 @@ mod tests {
             ..log[1].clone()
         };
         state.log_commit(&id, &forged).await.unwrap();
-        let report = verify(state.as_ref(), objects.as_ref(), None, None, None)
-            .await
-            .unwrap();
+        let report = verify(
+            state.as_ref(),
+            objects.as_ref(),
+            Probes::default(),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
         assert!(
             report
                 .violations
@@ -708,9 +985,15 @@ mod tests {
             .clone()
             .unwrap();
         objects.delete(&key).await.unwrap();
-        let report = verify(state.as_ref(), objects.as_ref(), None, None, None)
-            .await
-            .unwrap();
+        let report = verify(
+            state.as_ref(),
+            objects.as_ref(),
+            Probes::default(),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
         assert!(report.violations[0].problem.contains("is missing"));
     }
 
@@ -731,7 +1014,10 @@ mod tests {
         let report = verify(
             state.as_ref(),
             objects.as_ref(),
-            Some(&Broker(40)),
+            Probes {
+                kafka: Some(&Broker(40)),
+                ..Probes::default()
+            },
             None,
             minute,
         )
@@ -749,7 +1035,10 @@ mod tests {
         let report = verify(
             state.as_ref(),
             objects.as_ref(),
-            Some(&Broker(30)),
+            Probes {
+                kafka: Some(&Broker(30)),
+                ..Probes::default()
+            },
             None,
             minute,
         )
@@ -760,13 +1049,222 @@ mod tests {
         let report = verify(
             state.as_ref(),
             objects.as_ref(),
-            Some(&Broker(40)),
+            Probes {
+                kafka: Some(&Broker(40)),
+                ..Probes::default()
+            },
             None,
             None,
         )
         .await
         .unwrap();
         assert_eq!(report.violations, vec![]);
+    }
+
+    fn seq(n: u64) -> bronze::cursor::SequenceNumber {
+        bronze::cursor::SequenceNumber::parse(&format!("4963{n:020}")).unwrap()
+    }
+
+    fn kinesis_cursor(n: u64, sub: Option<u32>) -> KinesisCursor {
+        match sub {
+            None => KinesisCursor::plain(seq(n)),
+            Some(s) => KinesisCursor::user_record(seq(n), s),
+        }
+    }
+
+    /// Lands `batches` of a Kinesis shard (a record whose payload is `poison` is unusable and
+    /// goes to the DLQ).
+    async fn landed_kinesis(
+        batches: &[Vec<(u64, Option<u32>, &str)>],
+    ) -> (Arc<MemoryStateStore>, Arc<MemoryObjectStore>, PartitionId) {
+        let faults = Faults::new();
+        let state = Arc::new(MemoryStateStore::new(faults.clone()));
+        let objects = Arc::new(MemoryObjectStore::new(faults.clone()));
+        let lander = Lander::new(
+            objects.clone(),
+            state.clone(),
+            Arc::new(MemoryDlq::new(faults)),
+            "bronze",
+        );
+        let id = PartitionId::new(Source::Kinesis, "clicks", "shardId-000000000000");
+        let settings = ConnectorConfig::default()
+            .stream(Source::Kinesis, "clicks")
+            .cloned()
+            .unwrap();
+        let metrics = bronze::telemetry::Metrics::default();
+        for batch in batches {
+            let batch = PartitionBatch {
+                id: id.clone(),
+                records: batch
+                    .iter()
+                    .map(|(n, sub, payload)| Record {
+                        cursor: kinesis_cursor(*n, *sub),
+                        key: Some(b"k".to_vec()),
+                        headers: vec![],
+                        timestamp_ms: Some(0),
+                        payload: Some(payload.as_bytes().to_vec()),
+                        defect: (*payload == "poison").then(|| "unusable".to_owned()),
+                        schema_id: None,
+                    })
+                    .collect(),
+            };
+            let outcome = lander
+                .land(
+                    &batch,
+                    &settings,
+                    RunContext {
+                        run_id: "t",
+                        now_ms: 0,
+                        metrics: &metrics,
+                    },
+                )
+                .await;
+            assert!(
+                matches!(outcome, bronze::engine::PartitionOutcome::Landed { .. }),
+                "{outcome:?}"
+            );
+        }
+        (state, objects, id)
+    }
+
+    /// A shard as GetRecords would return it (`None`: not in this account).
+    struct Shard(Option<Vec<KinesisCursor>>);
+
+    #[async_trait::async_trait]
+    impl ShardProbe for Shard {
+        async fn span(
+            &self,
+            _: &str,
+            _: &str,
+            from: &KinesisCursor,
+            to: &KinesisCursor,
+        ) -> anyhow::Result<Option<ShardSpan>> {
+            Ok(self.0.as_ref().map(|all| ShardSpan {
+                cursors: all
+                    .iter()
+                    .filter(|c| *c >= from && *c <= to)
+                    .cloned()
+                    .collect(),
+                trimmed: false,
+                next_arrival_ms: None,
+            }))
+        }
+    }
+
+    async fn verify_kinesis(
+        state: &MemoryStateStore,
+        objects: &MemoryObjectStore,
+        shard: &Shard,
+    ) -> VerifyReport {
+        let probes = Probes {
+            kinesis: Some(shard),
+            ..Probes::default()
+        };
+        verify(state, objects, probes, None, None).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn kinesis_partitions_are_checked_against_what_the_shard_holds() {
+        // Sequence numbers 10, 20 and 35 plain, 40 an aggregate of three user records, and
+        // 50 a poison record: gaps between sequence numbers are normal in Kinesis.
+        let (state, objects, id) = landed_kinesis(&[
+            vec![(10, None, "{}"), (20, None, "{}")],
+            vec![(35, None, "{}"), (40, Some(0), "{}"), (40, Some(1), "{}")],
+            vec![(40, Some(2), "{}"), (50, None, "poison")],
+        ])
+        .await;
+        let shard = |extra: &[(u64, Option<u32>)]| {
+            let mut all: Vec<KinesisCursor> = [
+                (10, None),
+                (20, None),
+                (35, None),
+                (40, Some(0)),
+                (40, Some(1)),
+                (40, Some(2)),
+                (50, None),
+                (60, None),
+            ]
+            .iter()
+            .chain(extra)
+            .map(|(n, s)| kinesis_cursor(*n, *s))
+            .collect();
+            all.sort();
+            Shard(Some(all))
+        };
+        let report = verify_kinesis(&state, &objects, &shard(&[])).await;
+        assert_eq!(report.violations, vec![], "sequence gaps are not losses");
+        assert_eq!((report.records, report.dead_lettered), (6, 1));
+        assert!(report.unchecked.is_empty());
+
+        // The shard holds a record nothing landed or dead-lettered: a loss.
+        let report = verify_kinesis(&state, &objects, &shard(&[(30, None)])).await;
+        assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+        assert_eq!(report.violations[0].partition, id);
+        let text = &report.violations[0].problem;
+        assert!(
+            text.contains("1 records of the shard") && text.contains(&seq(30).to_string()),
+            "{text}"
+        );
+
+        // A user record of an aggregate missing from the landed data is one too.
+        let report = verify_kinesis(&state, &objects, &shard(&[(40, Some(3))])).await;
+        assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+        assert!(
+            report.violations[0]
+                .problem
+                .contains(&format!("{}:3", seq(40))),
+            "{:?}",
+            report.violations
+        );
+
+        // A landed record the shard does not hold.
+        let without_35: Vec<KinesisCursor> = shard(&[])
+            .0
+            .unwrap()
+            .into_iter()
+            .filter(|c| *c != kinesis_cursor(35, None))
+            .collect();
+        let report = verify_kinesis(&state, &objects, &Shard(Some(without_35))).await;
+        assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+        assert!(
+            report.violations[0]
+                .problem
+                .contains("1 landed records are not in the shard"),
+            "{:?}",
+            report.violations
+        );
+
+        // A stream this account does not have: audited against the log only, and said so.
+        let report = verify_kinesis(&state, &objects, &Shard(None)).await;
+        assert_eq!(report.violations, vec![]);
+        assert_eq!(report.unchecked, vec![id]);
+    }
+
+    #[test]
+    fn a_trimmed_shard_is_only_checked_from_its_trim_horizon() {
+        let c = |n| kinesis_cursor(n, None);
+        let handled = KinesisHandled {
+            landed: vec![c(10), c(20), c(30)],
+            first: Some(c(10)),
+            ..KinesisHandled::default()
+        };
+        let span = ShardSpan {
+            cursors: vec![c(20), c(30)],
+            trimmed: true,
+            next_arrival_ms: None,
+        };
+        assert_eq!(
+            kinesis_problems(&handled, &span, &c(10), &c(30)),
+            Vec::<String>::new()
+        );
+        let untrimmed = ShardSpan {
+            trimmed: false,
+            ..span
+        };
+        assert_eq!(
+            kinesis_problems(&handled, &untrimmed, &c(10), &c(30)).len(),
+            1
+        );
     }
 
     #[test]

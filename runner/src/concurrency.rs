@@ -114,7 +114,22 @@ mod tests {
             max,
             initial,
             lag_per_permit: 100,
+            lag_ms_per_permit: 1_000,
         }
+    }
+
+    #[test]
+    fn a_lag_in_milliseconds_counts_its_own_unit_per_permit() {
+        let mut records = AdaptiveLimit::new(&config(1, 16, 1));
+        // The floor plus one permit per 100 records or per 1,000 ms.
+        let mut millis = AdaptiveLimit::new(&config(1, 16, 1).for_lag_in_millis());
+        // 3,000 of either: 30 permits' worth of records (capped at 16), 3 of milliseconds.
+        records.set_lag(3_000);
+        millis.set_lag(3_000);
+        assert_eq!(records.ceiling(), 16);
+        assert_eq!(millis.ceiling(), 1 + 3);
+        millis.set_lag(1_000);
+        assert_eq!(millis.ceiling(), 1 + 1);
     }
 
     #[test]

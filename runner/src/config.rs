@@ -385,6 +385,21 @@ pub struct ConcurrencyConfig {
     /// permit above the floor: lag raises the ceiling the limit may grow to.
     #[serde(default = "default_lag_per_permit")]
     pub lag_per_permit: u64,
+    /// The same for Kinesis shards, whose lag is time (`MillisBehindLatest`, summed over
+    /// the leased shards), not records: milliseconds behind that justify one more permit.
+    #[serde(default = "default_lag_ms_per_permit")]
+    pub lag_ms_per_permit: u64,
+}
+
+impl ConcurrencyConfig {
+    /// The settings for a source whose lag is measured in milliseconds (Kinesis): the
+    /// limiter then counts `lag_ms_per_permit` per permit.
+    pub fn for_lag_in_millis(&self) -> Self {
+        Self {
+            lag_per_permit: self.lag_ms_per_permit,
+            ..self.clone()
+        }
+    }
 }
 
 fn default_min() -> usize {
@@ -399,6 +414,9 @@ fn default_initial() -> usize {
 fn default_lag_per_permit() -> u64 {
     10_000
 }
+fn default_lag_ms_per_permit() -> u64 {
+    5_000
+}
 
 impl Default for ConcurrencyConfig {
     fn default() -> Self {
@@ -407,6 +425,7 @@ impl Default for ConcurrencyConfig {
             max: default_max(),
             initial: default_initial(),
             lag_per_permit: default_lag_per_permit(),
+            lag_ms_per_permit: default_lag_ms_per_permit(),
         }
     }
 }
@@ -607,6 +626,9 @@ impl RunnerConfig {
         }
         if c.lag_per_permit == 0 {
             return invalid("concurrency.lag_per_permit", "must be at least 1");
+        }
+        if c.lag_ms_per_permit == 0 {
+            return invalid("concurrency.lag_ms_per_permit", "must be at least 1");
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use bronze::record::Source;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -82,6 +83,7 @@ pub fn render(endpoints: &Endpoints) -> String {
         retries,
     );
     let lag = Family::<PartitionLabels, Gauge>::default();
+    let lag_ms = Family::<PartitionLabels, Gauge>::default();
     let gauges = [
         (
             "buffered_bytes",
@@ -105,12 +107,19 @@ pub fn render(endpoints: &Endpoints) -> String {
         pauses.inc_by(shared.pauses.load(Ordering::Relaxed));
         stale.inc_by(shared.stale_records.load(Ordering::Relaxed));
         for (id, l) in shared.lag.lock().expect("lag lock").iter() {
-            lag.get_or_create(&PartitionLabels {
-                source: id.source.to_string(),
-                stream: id.stream.clone(),
-                partition: id.partition.clone(),
-            })
-            .set(i64::try_from(*l).unwrap_or(i64::MAX));
+            // Kinesis reports how far behind a shard is in time, not in records.
+            let family = if id.source == Source::Kinesis {
+                &lag_ms
+            } else {
+                &lag
+            };
+            family
+                .get_or_create(&PartitionLabels {
+                    source: id.source.to_string(),
+                    stream: id.stream.clone(),
+                    partition: id.partition.clone(),
+                })
+                .set(i64::try_from(*l).unwrap_or(i64::MAX));
         }
     }
     for ((name, help), gauge) in gauges.iter().zip(values) {
@@ -118,8 +127,13 @@ pub fn render(endpoints: &Endpoints) -> String {
     }
     registry.register(
         "consumer_lag_records",
-        "Records between the high watermark and the checkpoint",
+        "Records between the high watermark and the checkpoint (Kafka, Pulsar)",
         lag,
+    );
+    registry.register(
+        "consumer_lag_milliseconds",
+        "How far the checkpoint is behind the tip of the shard (Kinesis MillisBehindLatest)",
+        lag_ms,
     );
     registry.register("landing_failures", "Landing attempts that failed", failures);
     registry.register(
@@ -194,7 +208,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bronze::record::{PartitionId, Source};
+    use bronze::record::PartitionId;
     use bronze::telemetry::RecordsLanded;
 
     #[test]
@@ -215,6 +229,8 @@ mod tests {
         .emit(&shared.metrics);
         shared.buffered.store(42, Ordering::Relaxed);
         shared.lag.lock().unwrap().insert(id, 7);
+        let shard = PartitionId::new(Source::Kinesis, "clicks", "shardId-000000000001");
+        shared.lag.lock().unwrap().insert(shard, 1500);
         let text = render(&Endpoints {
             pipelines: vec![shared],
             stall_timeout: std::time::Duration::from_secs(300),
@@ -228,6 +244,13 @@ mod tests {
         assert!(text.contains(
             r#"bronze_consumer_lag_records{source="kafka",stream="orders",partition="0"} 7"#
         ));
+        assert!(text.contains(
+            r#"bronze_consumer_lag_milliseconds{source="kinesis",stream="clicks",partition="shardId-000000000001"} 1500"#
+        ), "{text}");
+        assert!(
+            !text.contains(r#"bronze_consumer_lag_records{source="kinesis""#),
+            "a Kinesis lag is time, not records: {text}"
+        );
         assert!(text.contains("bronze_concurrency_limit"));
         assert!(text.contains("bronze_stale_records_total 0"));
     }

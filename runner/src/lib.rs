@@ -12,13 +12,10 @@
 //!   concurrency limit, retries, draining on revocation and shutdown; the same for every source.
 //! - [`concurrency`]: the adaptive limit (additive increase, multiplicative decrease, a
 //!   ceiling raised by consumer lag).
-//! - [`kafka`]: the consumer thread: rebalance callbacks against the state registry,
-//!   pause/resume backpressure, MSK IAM tokens, advisory offset commits.
-//! - [`kafka_headers`]: message headers read through librdkafka's C API with every byte
-//!   kept (the workspace's one audited `unsafe` module).
-//! - [`pulsar`]: the Pulsar consumer: message ids as cursors, acknowledgement after commit.
-//! - [`kinesis`]: Kinesis GetRecords readers per leased shard, discovery, resharding.
-//! - [`leases`]: shard leases in the state table and the balancing decision.
+//! - [`sources`]: Kafka, Pulsar and Kinesis behind one shape (partitions gained and lost
+//!   with an epoch, records, acknowledgement after commit, lag), each started from one
+//!   `start(config, &Context)`; re-exported here as [`kafka`], [`kafka_headers`], [`pulsar`],
+//!   [`kinesis`] and [`leases`].
 //! - [`secrets`]: credentials from Secrets Manager, never printed.
 //! - [`audit`]: `discover`, `status` and `verify`.
 //! - [`http`]: Prometheus `/metrics` and `/healthz`.
@@ -30,10 +27,8 @@ pub mod cloudwatch;
 pub mod concurrency;
 pub mod config;
 pub mod http;
-pub mod kafka;
-pub mod kafka_headers;
-pub mod kinesis;
-pub mod leases;
 pub mod pipeline;
-pub mod pulsar;
 pub mod secrets;
+pub mod sources;
+
+pub use sources::{kafka, kafka_headers, kinesis, leases, pulsar};

@@ -2,7 +2,7 @@
 //! cuts, landing with the shared [`Lander`] under an adaptive concurrency limit, retries,
 //! and draining on revocation and shutdown.
 //!
-//! A source (the Kafka consumer thread, the Pulsar consumers) feeds [`Input`]s into one
+//! A source ([`crate::sources`]: Kafka, Pulsar, Kinesis) feeds [`Input`]s into one
 //! channel, in delivery order:
 //!
 //! - [`Input::Assign`] opens a buffer for a partition, with a new [`Epoch`], the checkpoint

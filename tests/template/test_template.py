@@ -91,7 +91,7 @@ RUNNER_KINESIS = {
     "RunnerScalingSource": "kinesis",
     "RunnerScalingStream": "clickstream",
 }
-# The Kinesis read actions the runner calls (runner/src/kinesis.rs), each on the stream ARN.
+# The Kinesis read actions the runner calls (runner/src/sources/kinesis.rs; verify reads back with the same calls in runner/src/audit.rs), each on the stream ARN.
 RUNNER_KINESIS_ACTIONS = {"kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"}
 # The runner on ECS with EC2 capacity (an Auto Scaling group of Graviton instances).
 RUNNER_EC2 = {**RUNNER_ONLY, "RunnerCapacity": "ec2"}
@@ -1077,7 +1077,7 @@ class TestRunnerKinesis:
 
     def test_the_granted_actions_are_the_ones_the_runner_calls(self):
         sources = [p for p in (ROOT / "runner" / "src").rglob("*.rs") if "aws_sdk_kinesis" in p.read_text()]
-        assert ROOT / "runner" / "src" / "kinesis.rs" in sources
+        assert ROOT / "runner" / "src" / "sources" / "kinesis.rs" in sources
         assert self.calls(sources, "kinesis") == {a.split(":")[1].lower() for a in RUNNER_KINESIS_ACTIONS}
 
     def test_stream_arns_grant_exactly_the_read_actions_on_exactly_those_streams(self, translated):
@@ -1101,7 +1101,7 @@ class TestRunnerKinesis:
         assert lease["Action"] == "dynamodb:UpdateItem"
         assert lease["Resource"] == {"Fn::GetAtt": ["StateTable", "Arn"]}
         assert lease["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["lease#kinesis#*"]}}
-        leases = ROOT / "runner" / "src" / "leases.rs"
+        leases = ROOT / "runner" / "src" / "sources" / "leases.rs"
         assert 'format!("lease#kinesis#{stream}")' in leases.read_text(), "the lease key changed: update the condition"
         # Every other lease operation is in the landing policy the task role attaches.
         landing = {

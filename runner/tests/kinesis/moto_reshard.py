@@ -8,6 +8,7 @@ reader must finish the parents before the children to keep per-key order.
 
 Usage: python moto_reshard.py <port>
 """
+import hashlib
 import sys
 
 from moto.kinesis import models
@@ -47,17 +48,23 @@ def merge_shards(self, shard_to_merge, adjacent_shard_to_merge):
     b.is_open = False
 
 
-_get_shard_for_key = models.Stream.get_shard_for_key
-
-
 def get_shard_for_key(self, partition_key, explicit_hash_key):
-    # Only open shards take records (moto also offers closed ones, listed first).
-    shards = self.shards
-    self.shards = {k: s for k, s in shards.items() if s.is_open}
-    try:
-        return _get_shard_for_key(self, partition_key, explicit_hash_key)
-    finally:
-        self.shards = shards
+    # Only open shards take records (moto also offers closed ones, listed first). moto's
+    # version is not reused by swapping `self.shards` for the open ones: the server is
+    # threaded, and a GetShardIterator on a closed parent running meanwhile would find no
+    # such shard.
+    if not isinstance(partition_key, str) or len(partition_key) > 256:
+        raise models.InvalidArgumentError("partition_key")
+    if explicit_hash_key:
+        key = int(explicit_hash_key)
+        if key >= 2**128:
+            raise models.InvalidArgumentError("explicit_hash_key")
+    else:
+        key = int(hashlib.md5(partition_key.encode("utf-8")).hexdigest(), 16)
+    for shard in list(self.shards.values()):
+        if shard.is_open and shard.starting_hash <= key < shard.ending_hash:
+            return shard
+    return None
 
 
 models.Stream.get_shard_for_key = get_shard_for_key

@@ -25,19 +25,21 @@
 //!   checkpoint when nothing was received: AFTER_SEQUENCE_NUMBER of a plain record,
 //!   AT_SEQUENCE_NUMBER of an aggregate a user record of which is the checkpoint (the user
 //!   records at or below it are dropped before landing). A shard without a checkpoint starts
-//!   at `start_from`. `MillisBehindLatest` is the partition's lag (the `consumer_lag_records`
-//!   gauge holds milliseconds for Kinesis partitions).
+//!   at `start_from`. `MillisBehindLatest` is the partition's lag: the
+//!   `bronze_consumer_lag_milliseconds` gauge, and the concurrency ceiling's demand signal
+//!   (one permit per `concurrency.lag_ms_per_permit`).
 //! - **Shutdown**: readers stop, the pipeline lands and commits what it holds, leases are
 //!   released (or finished), so another runner continues at once.
 
+use super::leases::{Lease, LeaseError, LeaseStore, plan, readable};
+use super::{
+    Acknowledge, Assignment, Chunk, Context, Epoch, Input, PipelineSetup, Running, Shared,
+};
 use crate::config::{KinesisConfig, KinesisStart};
-use crate::leases::{Lease, LeaseError, LeaseStore, plan, readable};
-use crate::pipeline::{Acknowledge, Assignment, Chunk, Epoch, Input, Pipeline, Shared};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bronze::cursor::{Cursor, KinesisCursor, SequenceNumber};
-use bronze::engine::Lander;
 use bronze::ports::StateStore;
 use bronze::record::{PartitionId, Record, Source};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -485,53 +487,47 @@ struct Held {
     drained: Option<Option<KinesisCursor>>,
 }
 
-/// Starts the Kinesis pipeline and the coordinator. Returns their tasks.
-#[allow(clippy::type_complexity)]
-pub async fn start(
-    config: KinesisConfig,
-    setup: &crate::app::Setup,
-    lander: Lander,
-    state: Arc<dyn StateStore>,
-    shared: Arc<Shared>,
-    run_id: &str,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<(JoinHandle<usize>, JoinHandle<anyhow::Result<()>>)> {
-    let runner = &setup.runner;
-    let pipeline = Pipeline::new(
-        lander,
-        setup.connector.clone(),
-        runner.files.clone(),
-        runner.buffer.max_bytes,
-        &runner.concurrency,
-        shared.clone(),
-        Arc::new(NoAcks),
-        run_id,
-        millis_behind,
-    );
-    let (tx, rx) = mpsc::channel(64);
-    let drain = Duration::from_millis(runner.shutdown_timeout_ms);
-    let pipeline_task = tokio::spawn(pipeline.run(rx, drain));
+/// Starts the Kinesis pipeline and the lease coordinator (which runs a reader per leased
+/// shard).
+pub async fn start(config: KinesisConfig, context: &Context) -> anyhow::Result<Running> {
+    tracing::info!(streams = ?config.streams, run_id = %context.run_id, "starting the Kinesis readers");
+    let shared = Arc::new(Shared::default());
+    // Kinesis lag is MillisBehindLatest: the limiter counts `lag_ms_per_permit` per permit.
+    let concurrency = context.runner.concurrency.for_lag_in_millis();
+    let setup = PipelineSetup {
+        concurrency: Some(&concurrency),
+        channel: 64,
+        ..Default::default()
+    };
+    let (tx, pipeline) = context.pipeline(&shared, Arc::new(NoAcks), millis_behind, setup);
+    let run_id = context.run_id.as_str();
+    let max_buffer = context.runner.buffer.max_bytes;
     let ctx = Arc::new(Ctx {
-        client: Client::new(&setup.sdk),
+        client: Client::new(&context.sdk),
         config,
         tx,
-        shared,
-        max_buffer: runner.buffer.max_bytes,
+        shared: shared.clone(),
+        max_buffer,
         closed: Mutex::new(HashMap::new()),
         run_id: run_id.to_owned(),
     });
     let coordinator = Coordinator {
         ctx,
-        leases: LeaseStore::new(&setup.sdk, &setup.env.state_table),
-        state,
+        leases: LeaseStore::new(&context.sdk, &context.state_table),
+        state: context.state.clone(),
         me: run_id.to_owned(),
         held: BTreeMap::new(),
         listed: HashMap::new(),
         epochs: AtomicU64::new(0),
-        drain,
+        drain: context.drain_timeout(),
     };
-    let task = tokio::spawn(coordinator.run(stop));
-    Ok((pipeline_task, task))
+    let consumer = tokio::spawn(coordinator.run(context.stop.clone()));
+    Ok(Running {
+        name: "kinesis",
+        shared,
+        pipeline,
+        consumer,
+    })
 }
 
 /// The lease loop.

@@ -20,9 +20,9 @@
 //! is paused; they resume below half the cap. The consumer keeps polling while paused, so it
 //! stays in the group.
 
+use super::kafka_headers::RawHeader;
+use super::{Acknowledge, Assignment, Chunk, Context, Epoch, Input, Running, Shared};
 use crate::config::{KafkaConfig, SaslMechanism, StartFrom};
-use crate::kafka_headers::RawHeader;
-use crate::pipeline::{Acknowledge, Assignment, Chunk, Epoch, Input, Shared};
 use crate::secrets::SaslCredentials;
 use bronze::config::ConnectorConfig;
 use bronze::cursor::{Cursor, KafkaOffset};
@@ -511,6 +511,37 @@ pub struct KafkaSource {
     pub shutdown_timeout: Duration,
 }
 
+/// Starts the Kafka pipeline and the consumer thread (a blocking task: librdkafka's poll
+/// loop and rebalance callbacks run there).
+pub fn start(config: KafkaConfig, ctx: &Context) -> Running {
+    let shared = Arc::new(Shared::default());
+    let acks = Arc::new(KafkaAcks::default());
+    let (tx, pipeline) = ctx.pipeline(&shared, acks.clone(), lag, Default::default());
+    tracing::info!(kafka = %describe(&config), run_id = %ctx.run_id, "starting the Kafka consumer");
+    let source = KafkaSource {
+        config,
+        max_buffer: ctx.runner.buffer.max_bytes,
+        credentials: ctx.credentials.clone(),
+        sdk: ctx.sdk.clone(),
+        state: ctx.state.clone(),
+        connector: ctx.connector.clone(),
+        shared: shared.clone(),
+        acks,
+        shutdown_timeout: ctx.drain_timeout(),
+    };
+    let handle = tokio::runtime::Handle::current();
+    let stop = ctx.stop.clone();
+    let consumer = tokio::task::spawn_blocking(move || {
+        source.run(handle, tx, stop).map_err(anyhow::Error::from)
+    });
+    Running {
+        name: "kafka",
+        shared,
+        pipeline,
+        consumer,
+    }
+}
+
 /// Records handed to the pipeline per message.
 const CHUNK: usize = 500;
 
@@ -621,7 +652,7 @@ impl KafkaSource {
                         tracing::debug!(topic = %tp.0, partition = tp.1, offset = message.offset(), "record of a partition not assigned; dropped");
                         continue;
                     };
-                    let record = to_record(&message, crate::kafka_headers::read(&message));
+                    let record = to_record(&message, super::kafka_headers::read(&message));
                     let full = {
                         let mut chunk = ctx.chunk.lock().expect("chunk lock");
                         chunk.push(partition_id(&tp.0, tp.1), epoch, record);
@@ -702,7 +733,7 @@ impl KafkaSource {
     }
 }
 
-/// Converts a Kafka message and its headers (read with [`crate::kafka_headers::read`]) into a
+/// Converts a Kafka message and its headers (read with [`super::kafka_headers::read`]) into a
 /// source-neutral record, bytes exactly as delivered.
 fn to_record<M: Message>(message: &M, headers: Vec<RawHeader>) -> Record<KafkaOffset> {
     let (headers, defect) = to_headers(headers);

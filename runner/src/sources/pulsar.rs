@@ -17,11 +17,11 @@
 //! - Backpressure: the consumer stops reading while the buffer is full; Pulsar's flow
 //!   control then stops delivery once the receiver queue is full.
 
+use super::{
+    Acknowledge, Assignment, Chunk, Context, Epoch, Input, PipelineSetup, Running, Shared,
+};
 use crate::config::{PulsarConfig, SubscriptionType};
-use crate::pipeline::{Acknowledge, Assignment, Chunk, Epoch, Input, Pipeline, Shared};
 use bronze::cursor::PulsarMessageId;
-use bronze::engine::Lander;
-use bronze::ports::StateStore;
 use bronze::record::{Header, PartitionId, Record, Source};
 use futures::StreamExt;
 use pulsar::consumer::InitialPosition;
@@ -121,21 +121,9 @@ fn to_record(message: &pulsar::consumer::Message<Vec<u8>>) -> Record<PulsarMessa
     }
 }
 
-/// Starts the Pulsar pipeline and consumer. Returns their tasks.
-#[allow(clippy::type_complexity)]
-pub async fn start(
-    config: PulsarConfig,
-    setup: &crate::app::Setup,
-    lander: Lander,
-    _state: Arc<dyn StateStore>,
-    shared: Arc<Shared>,
-    run_id: &str,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<(
-    tokio::task::JoinHandle<usize>,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-)> {
-    let runner = &setup.runner;
+/// Starts the Pulsar pipeline and consumer.
+pub async fn start(config: PulsarConfig, ctx: &Context) -> anyhow::Result<Running> {
+    let run_id = ctx.run_id.as_str();
     let mut builder = pulsar::Pulsar::builder(config.service_url.clone(), TokioExecutor)
         // Reconnect for as long as it takes (a broker restart, a network cut), backing off
         // to 10 s; what is not acknowledged is redelivered and skipped when committed.
@@ -147,7 +135,7 @@ pub async fn start(
         });
     let token = match &config.token_secret_arn {
         Some(arn) => {
-            let value = crate::secrets::fetch(&setup.sdk, arn).await?;
+            let value = crate::secrets::fetch(&ctx.sdk, arn).await?;
             let raw = value.expose();
             Some(
                 serde_json::from_str::<serde_json::Value>(raw)
@@ -197,29 +185,29 @@ pub async fn start(
         })?;
     tracing::info!(topics = ?config.topics, subscription = %config.subscription, kind = ?config.subscription_type, "subscribed to Pulsar");
     let acks = Arc::new(PulsarAcks::default());
-    let mut pipeline = Pipeline::new(
-        lander,
-        setup.connector.clone(),
-        runner.files.clone(),
-        runner.buffer.max_bytes,
-        &runner.concurrency,
+    let shared = Arc::new(Shared::default());
+    let key_shared = config.subscription_type == SubscriptionType::KeyShared;
+    let setup = PipelineSetup {
+        interleaved: key_shared,
+        ..Default::default()
+    };
+    let (tx, pipeline) = ctx.pipeline(&shared, acks.clone(), no_lag, setup);
+    let consumer = tokio::spawn(consume(
+        consumer,
+        tx,
+        acks,
         shared.clone(),
-        acks.clone(),
-        run_id,
-        no_lag,
-    );
-    if config.subscription_type == SubscriptionType::KeyShared {
-        pipeline = pipeline.interleaved();
-    }
-    let (tx, rx) = mpsc::channel(16);
-    let drain = Duration::from_millis(runner.shutdown_timeout_ms);
-    let pipeline_task = tokio::spawn(pipeline.run(rx, drain));
-    let cumulative = config.subscription_type != SubscriptionType::KeyShared;
-    let max_buffer = runner.buffer.max_bytes;
-    let consumer_task = tokio::spawn(consume(
-        consumer, tx, acks, shared, max_buffer, cumulative, stop, drain,
+        ctx.runner.buffer.max_bytes,
+        !key_shared,
+        ctx.stop.clone(),
+        ctx.drain_timeout(),
     ));
-    Ok((pipeline_task, consumer_task))
+    Ok(Running {
+        name: "pulsar",
+        shared,
+        pipeline,
+        consumer,
+    })
 }
 
 /// Delivered, not yet acknowledged messages of one partition, with the broker's topic name.
