@@ -290,8 +290,13 @@ fn main() {
         runtime.block_on(publish_phase(&dir));
         return;
     }
-    if args.iter().any(|a| a == "--list") {
-        return; // `cargo test --benches` lists benches
+    if !args.iter().any(|a| a == "--bench") {
+        // `cargo test --all-targets` runs bench targets without `--bench` (and `--list` lists
+        // them): a multi-minute measurement has no place there.
+        println!(
+            "publish_1m: a benchmark; run it with `cargo bench -p bronze-publish --bench publish_1m`"
+        );
+        return;
     }
     let records = env_u64("BENCH_RECORDS", 1_000_000);
     let batch = env_u64("BENCH_BATCH", 5_000);
