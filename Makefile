@@ -21,7 +21,7 @@ export CONNECTOR_CONFIG ?= $(CURDIR)/config/connector.yaml
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/bronze-connector/target
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv build stack-up stack-down run invoke-local test lint bench validate-template package bench-runner clean
+.PHONY: help venv build stack-up stack-down run invoke-local test lint bench validate-template package bench-runner bench-runner-kinesis clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,7 +43,7 @@ stack-up: venv ## Start moto on 127.0.0.1:$MOTO_PORT and create the bucket, tabl
 stack-down: ## Stop moto
 	$(VENV)/bin/python scripts/stack.py down
 
-run: venv build ## Main job: fresh local stack, invoke both functions with every sample event, print the results
+run: venv build ## Main job: fresh local stack, both functions with every sample event, then the runner on a Kafka topic and a Kinesis stream
 	scripts/run-local.sh
 
 invoke-local: run ## Alias of run
@@ -61,12 +61,16 @@ validate-template: venv ## Validate template.yaml offline: cfn-lint (serverless 
 package: venv ## Build the arm64 Lambda zips (cargo-lambda + Zig) and check they are aarch64 executables
 	scripts/package.sh
 
-bench: ## Landing benchmark (see BENCHMARKS.md)
+bench: ## Landing benchmark and KPL deaggregation per user record (see BENCHMARKS.md)
 	cargo bench -p bronze-shared --bench landing
+	cargo bench -p bronze-shared --bench kpl
 
 bench-runner: stack-up ## Runner vs consume-only on a 1M-message Kafka backlog (tansu + moto; BENCH_* settings in BENCHMARKS.md)
 	scripts/brokers.sh
 	cargo bench -p streaming-connector --bench kafka_backlog
+
+bench-runner-kinesis: stack-up ## Runner vs a GetRecords-only loop on a Kinesis backlog in moto (BENCH_* settings in BENCHMARKS.md)
+	cargo bench -p streaming-connector --bench kinesis_backlog
 
 clean: stack-down
 	rm -rf .stack

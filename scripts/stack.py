@@ -4,7 +4,13 @@
   stack.py up        start moto (if not running) and create the bucket, table and queue
   stack.py down      stop moto
   stack.py create    create the bucket, table and queue on a running moto
-  stack.py inspect   print landed objects, checkpoints, the commit log and DLQ entries
+  stack.py inspect   print landed objects, checkpoints, the commit log, shard leases and
+                     DLQ entries
+  stack.py kinesis-produce STREAM
+                     create a 2-shard Kinesis stream and put plain records and KPL
+                     aggregates built by AWS's aggregator (PyPI aws-kinesis-agg)
+  stack.py kinesis-landed STREAM
+                     exit 0 when every shard's checkpoint is its last user record
 
 Settings come from the environment (defaults in brackets):
   MOTO_PORT [5055], BRONZE_BUCKET [bronze-local], STATE_TABLE [bronze-state-local],
@@ -54,8 +60,11 @@ def up():
     os.makedirs(STACK_DIR, exist_ok=True)
     if not ready():
         log = open(os.path.join(STACK_DIR, f"moto-{PORT}.log"), "w")
-        moto = os.path.join(os.path.dirname(sys.executable), "moto_server")
-        proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(PORT)], stdout=log, stderr=log, start_new_session=True)
+        # moto's server with DynamoDB transactions isolated (scripts/moto_server.py says why).
+        moto = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_server.py")
+        proc = subprocess.Popen(
+            [sys.executable, moto, "-H", "127.0.0.1", "-p", str(PORT)], stdout=log, stderr=log, start_new_session=True
+        )
         with open(PIDFILE, "w") as f:
             f.write(str(proc.pid))
         for _ in range(150):
@@ -118,6 +127,14 @@ def decompress(key, body):
     return b"".join(out)
 
 
+def cursor_text(pk, sortable):
+    """A sortable cursor as the connector displays it: unpadded, and a KPL user record's
+    (128-digit sequence number + 10-digit sub-sequence number) as `<sequence>:<sub>`."""
+    if pk.startswith("kinesis#") and len(sortable) == 138:
+        return f"{sortable[:128].lstrip('0') or '0'}:{int(sortable[128:])}"
+    return sortable.lstrip("0") or "0"
+
+
 def inspect():
     s3, ddb, sqs = client("s3"), client("dynamodb"), client("sqs")
     print(f"== Landed objects in s3://{BUCKET}/{PREFIX}/")
@@ -136,12 +153,21 @@ def inspect():
     items = []
     for page in ddb.get_paginator("scan").paginate(TableName=TABLE):
         items.extend(page["Items"])
+    leases = [i for i in items if i["pk"]["S"].startswith("lease#")]
+    items = [i for i in items if not i["pk"]["S"].startswith("lease#")]
     items.sort(key=lambda i: (i["pk"]["S"], i["sk"]["S"] != "checkpoint", i["sk"]["S"]))
     for item in items:
         kind = "checkpoint" if item["sk"]["S"] == "checkpoint" else "commit    "
-        print(f"{kind} {item['pk']['S']:<40} first={item['first']['S'].lstrip('0') or '0'} "
-              f"last={item['last']['S'].lstrip('0') or '0'} records={item['records']['N']} "
+        pk = item["pk"]["S"]
+        print(f"{kind} {pk:<40} first={cursor_text(pk, item['first']['S'])} "
+              f"last={cursor_text(pk, item['last']['S'])} records={item['records']['N']} "
               f"dead_lettered={item['dead_lettered']['N']} object={item.get('object_key', {}).get('S', '-').rsplit('/', 1)[-1]}")
+    if leases:
+        print(f"\n== Kinesis shard leases in {TABLE}")
+        for item in sorted(leases, key=lambda i: (i["pk"]["S"], i["sk"]["S"])):
+            print(f"lease      {item['pk']['S'].removeprefix('lease#'):<28} {item['sk']['S']:<22} "
+                  f"owner={item.get('owner', {}).get('S', '-')} counter={item['counter']['N']} "
+                  f"finished={item.get('finished', {}).get('BOOL', False)}")
     print(f"\n== Dead letters in {QUEUE}")
     url = queue_url()
     seen = 0
@@ -160,8 +186,88 @@ def inspect():
         print("(none)")
 
 
+KPL_MAGIC = b"\xf3\x89\x9a\xc2"
+
+
+def kinesis_produce(stream):
+    """Creates `stream` with 2 shards and puts 60 Kinesis records: every third a KPL aggregate
+    of 10 user records built by aws-kinesis-agg (AWS's reference aggregator), the others plain
+    records. Every user record is `{"n": <n>, "user": "u<n % 7>"}` under partition key
+    `u<n % 7>`, except one inside an aggregate, which is not JSON (poison for a
+    `payload_format: json` stream: dead-lettered with its sequence and sub-sequence number)."""
+    from aws_kinesis_agg.aggregator import RecordAggregator
+
+    kinesis = client("kinesis")
+    try:
+        kinesis.create_stream(StreamName=stream, ShardCount=2)
+    except kinesis.exceptions.ResourceInUseException:
+        sys.exit(f"stream {stream} exists already: start from a fresh stack (stack.py down, up)")
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 1})
+    poison = 45
+    entries, n, aggregates, plain = [], 0, 0, 0
+    for i in range(60):
+        if i % 3 == 0:
+            agg = RecordAggregator()
+            for m in range(n, n + 10):
+                data = b"not json" if m == poison else json.dumps({"n": m, "user": f"u{m % 7}"}).encode()
+                assert agg.add_user_record(f"u{m % 7}", data) is None
+            key, _, data = agg.clear_and_get().get_contents()
+            entries.append({"PartitionKey": key, "Data": data})
+            n, aggregates = n + 10, aggregates + 1
+        else:
+            entries.append({"PartitionKey": f"u{n % 7}", "Data": json.dumps({"n": n, "user": f"u{n % 7}"}).encode()})
+            n, plain = n + 1, plain + 1
+    failed = kinesis.put_records(StreamName=stream, Records=entries)["FailedRecordCount"]
+    if failed:
+        sys.exit(f"{failed} records were not put")
+    print(f"stream {stream} (2 shards): {len(entries)} Kinesis records put, {aggregates} of them KPL "
+          f"aggregates of 10 user records (aws-kinesis-agg) and {plain} plain: {n} user records, "
+          f"one of them (n={poison}, inside an aggregate) not JSON")
+
+
+def _shard_records(kinesis, stream, shard):
+    it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    records = []
+    while it:
+        page = kinesis.get_records(ShardIterator=it, Limit=10000)
+        if not page["Records"]:
+            break
+        records.extend(page["Records"])
+        it = page.get("NextShardIterator")
+    return records
+
+
+def kinesis_landed(stream):
+    """Exit 0 when the checkpoint of every shard of `stream` is its last user record (the
+    state table's sortable form: the sequence number padded to 128 digits, plus the
+    sub-sequence number padded to 10 for a KPL user record)."""
+    from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+
+    kinesis, ddb = client("kinesis"), client("dynamodb")
+    behind = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        shard_id = shard["ShardId"]
+        records = _shard_records(kinesis, stream, shard_id)
+        if not records:
+            continue
+        last = records[-1]
+        want = last["SequenceNumber"].zfill(128)
+        if last["Data"].startswith(KPL_MAGIC):
+            users = list(iter_deaggregate_records(last, data_format="Boto3"))
+            want += str(users[-1]["kinesis"]["subSequenceNumber"]).zfill(10)
+        item = ddb.get_item(TableName=TABLE, Key={"pk": {"S": f"kinesis#{stream}#{shard_id}"}, "sk": {"S": "checkpoint"}}).get("Item")
+        if not item or item["last"]["S"] != want:
+            behind.append(shard_id)
+    if behind:
+        sys.exit(f"not landed yet: {', '.join(behind)}")
+
+
 if __name__ == "__main__":
     commands = {"up": up, "down": down, "create": create, "inspect": inspect}
-    if len(sys.argv) != 2 or sys.argv[1] not in commands:
+    with_stream = {"kinesis-produce": kinesis_produce, "kinesis-landed": kinesis_landed}
+    if len(sys.argv) == 2 and sys.argv[1] in commands:
+        commands[sys.argv[1]]()
+    elif len(sys.argv) == 3 and sys.argv[1] in with_stream:
+        with_stream[sys.argv[1]](sys.argv[2])
+    else:
         sys.exit(__doc__)
-    commands[sys.argv[1]]()

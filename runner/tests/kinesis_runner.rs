@@ -4,276 +4,18 @@
 //! record once, in order per shard.
 
 mod common;
+mod kinesis;
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use bronze::record::Source;
 use common::*;
 use integration_tests::{Stack, workspace};
-use serde_json::Value;
+use kinesis::*;
+// Not the Kafka one of `common`.
+use kinesis::assert_exactly_once;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use streaming_connector::leases::{Lease, LeaseStore};
-
-/// One produced Kinesis record: a plain record or a KPL aggregate of user records.
-enum Produce {
-    Plain {
-        key: String,
-        n: u64,
-    },
-    Aggregate {
-        key: String,
-        users: Vec<(String, u64)>,
-    },
-}
-
-fn payload(n: u64, key: &str) -> Vec<u8> {
-    format!("{{\"n\":{n},\"k\":\"{key}\"}}").into_bytes()
-}
-
-/// Builds KPL aggregates with AWS's reference aggregator.
-fn aggregates(lists: &[Vec<(String, Vec<u8>)>]) -> Vec<Vec<u8>> {
-    let lists: Vec<Vec<integration_tests::KplUserRecord>> = lists
-        .iter()
-        .map(|users| {
-            users
-                .iter()
-                .map(|(pk, data)| (pk.clone(), None, data.clone()))
-                .collect()
-        })
-        .collect();
-    integration_tests::kpl_aggregates(&lists)
-}
-
-/// `count` user records numbered from `start`, keys `k<n % keys>`; every `every`-th group of
-/// `size` records is one aggregate (every = 0: all plain).
-fn plan(start: u64, count: u64, keys: u64, every: u64, size: u64) -> Vec<Produce> {
-    let mut out = Vec::new();
-    let mut n = start;
-    let mut i = 0;
-    while n < start + count {
-        if every > 0 && i % every == 0 && n + size <= start + count {
-            let users = (n..n + size)
-                .map(|m| (format!("k{}", m % keys), m))
-                .collect();
-            out.push(Produce::Aggregate {
-                key: format!("k{}", n % keys),
-                users,
-            });
-            n += size;
-        } else {
-            out.push(Produce::Plain {
-                key: format!("k{}", n % keys),
-                n,
-            });
-            n += 1;
-        }
-        i += 1;
-    }
-    out
-}
-
-async fn produce(client: &Client, stream: &str, records: &[Produce]) {
-    let lists: Vec<Vec<(String, Vec<u8>)>> = records
-        .iter()
-        .filter_map(|r| match r {
-            Produce::Aggregate { users, .. } => Some(
-                users
-                    .iter()
-                    .map(|(k, n)| (k.clone(), payload(*n, k)))
-                    .collect(),
-            ),
-            Produce::Plain { .. } => None,
-        })
-        .collect();
-    let mut built = aggregates(&lists).into_iter();
-    let mut entries = Vec::new();
-    for r in records {
-        let (key, data) = match r {
-            Produce::Plain { key, n } => (key.clone(), payload(*n, key)),
-            Produce::Aggregate { key, .. } => (key.clone(), built.next().unwrap()),
-        };
-        entries.push(
-            PutRecordsRequestEntry::builder()
-                .partition_key(key)
-                .data(Blob::new(data))
-                .build()
-                .unwrap(),
-        );
-    }
-    for batch in entries.chunks(500) {
-        let out = client
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(batch.to_vec()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(out.failed_record_count.unwrap_or(0), 0);
-    }
-}
-
-async fn create_stream(client: &Client, stream: &str, shards: i32) {
-    client
-        .create_stream()
-        .stream_name(stream)
-        .shard_count(shards)
-        .send()
-        .await
-        .expect("CreateStream on the local stack");
-}
-
-async fn shards(client: &Client, stream: &str) -> Vec<aws_sdk_kinesis::types::Shard> {
-    client
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .unwrap()
-        .shards
-        .unwrap_or_default()
-}
-
-/// What the shard holds, as the runner must land it: cursors (display form) and `n`s.
-async fn expected(client: &Client, stream: &str, shard: &str) -> Vec<(String, u64)> {
-    let mut it = client
-        .get_shard_iterator()
-        .stream_name(stream)
-        .shard_id(shard)
-        .shard_iterator_type(ShardIteratorType::TrimHorizon)
-        .send()
-        .await
-        .unwrap()
-        .shard_iterator;
-    let mut out = Vec::new();
-    while let Some(i) = it {
-        let page = client.get_records().shard_iterator(i).send().await.unwrap();
-        if page.records.is_empty() {
-            break;
-        }
-        for r in page.records {
-            let (records, bad) = streaming_connector::kinesis::to_records(r).unwrap();
-            assert!(bad.is_none());
-            for r in records {
-                let v: Value = serde_json::from_slice(r.payload.as_ref().unwrap()).unwrap();
-                out.push((r.cursor.to_string(), v["n"].as_u64().unwrap()));
-            }
-        }
-        it = page.next_shard_iterator;
-    }
-    out
-}
-
-fn runner_section(stream: &str, extra: &str) -> String {
-    format!(
-        r#"  kinesis:
-    streams: [{stream}]
-    lease_duration_ms: 3000
-    heartbeat_ms: 1000
-    discovery_interval_ms: 1000
-    poll_interval_ms: 200
-  files: {{max_records: 500, max_latency_ms: 500}}
-  http: {{bind: 127.0.0.1, port: 0}}
-  shutdown_timeout_ms: 20000
-{extra}"#
-    )
-}
-
-/// Waits until every shard's checkpoint is its last record.
-async fn wait_landed(
-    stack: &Stack,
-    client: &Client,
-    stream: &str,
-    timeout: Duration,
-    runners: &[&RunnerProc],
-) -> BTreeMap<String, Vec<(String, u64)>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut all = BTreeMap::new();
-        let mut done = true;
-        for s in shards(client, stream).await {
-            let want = expected(client, stream, &s.shard_id).await;
-            let have = stack
-                .checkpoint(Source::Kinesis, stream, &s.shard_id)
-                .await
-                .map(|c| c.cursor);
-            let last = want.last().map(|(c, _)| {
-                use bronze::cursor::Cursor as _;
-                bronze::cursor::KinesisCursor::parse(c).unwrap().sortable()
-            });
-            if have != last {
-                done = false;
-            }
-            all.insert(s.shard_id.clone(), want);
-        }
-        if done {
-            return all;
-        }
-        if Instant::now() > deadline {
-            let logs: Vec<String> = runners.iter().map(|r| r.log()).collect();
-            panic!(
-                "not everything landed after {timeout:?}; runner logs:\n{}",
-                logs.join("\n----\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Every shard's committed lines are exactly what it holds, in order; every `n` of
-/// `0..total` is landed once; nothing is dead-lettered.
-async fn assert_exactly_once(
-    stack: &Stack,
-    stream: &str,
-    expected: &BTreeMap<String, Vec<(String, u64)>>,
-    total: u64,
-) -> BTreeMap<String, Vec<Value>> {
-    let mut seen = vec![0u32; total as usize];
-    let mut lines_by_shard = BTreeMap::new();
-    for (shard, want) in expected {
-        let lines = stack.committed_lines(Source::Kinesis, stream, shard).await;
-        let got: Vec<(String, u64)> = lines
-            .iter()
-            .map(|l| {
-                (
-                    l["cursor"].as_str().unwrap().to_owned(),
-                    l["payload"]["n"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            got.len(),
-            want.len(),
-            "shard {shard}: {} lines committed, {} in the shard",
-            got.len(),
-            want.len()
-        );
-        assert_eq!(
-            &got, want,
-            "shard {shard}: committed lines differ from the shard"
-        );
-        for (line, (_, n)) in lines.iter().zip(want) {
-            assert_eq!(line["key"], line["payload"]["k"], "key of {n}");
-            seen[*n as usize] += 1;
-        }
-        lines_by_shard.insert(shard.clone(), lines);
-    }
-    let missing: Vec<usize> = (0..seen.len()).filter(|i| seen[*i] == 0).collect();
-    let doubled: Vec<usize> = (0..seen.len()).filter(|i| seen[*i] > 1).collect();
-    assert!(missing.is_empty(), "never landed: {missing:?}");
-    assert!(doubled.is_empty(), "landed twice: {doubled:?}");
-    assert!(stack.dead_letters().await.is_empty(), "nothing is poison");
-    lines_by_shard
-}
-
-async fn leases(stack: &Stack, stream: &str) -> Vec<Lease> {
-    LeaseStore::new(&stack.sdk, &stack.table)
-        .list(stream)
-        .await
-        .unwrap()
-}
 
 /// A moto server of this test's own, with Kinesis resharding as AWS does it (see
 /// `kinesis/moto_reshard.py`), and a stack on it.
@@ -327,38 +69,39 @@ async fn reshard_stack() -> (ReshardMoto, Stack) {
     (moto, stack)
 }
 
-fn unique(name: &str) -> String {
-    format!(
-        "{name}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn one_runner_lands_eight_shards_of_aggregated_and_plain_records_exactly_once() {
     let stack = Stack::new().await.unwrap();
     let client = Client::new(&stack.sdk);
     let stream = unique("kin-one");
     create_stream(&client, &stream, 8).await;
-    // 12,000 user records: every third Kinesis record a KPL aggregate of 20.
-    let first = plan(0, 6_000, 97, 3, 20);
-    let second = plan(6_000, 6_000, 97, 3, 20);
+    // 50,000 user records, half produced before the runner starts and half while it reads:
+    // every third Kinesis record a KPL aggregate of 20 (6,832 Kinesis records; 45,440 user
+    // records in 2,272 aggregates, 4,560 plain).
+    let total = 50_000;
+    let first = plan(0, total / 2, 97, 3, 20);
+    let second = plan(total / 2, total / 2, 97, 3, 20);
     produce(&client, &stream, &first).await;
     let config = connector_yaml(&runner_section(&stream, ""));
+    let started = Instant::now();
     let mut runner = RunnerProc::run(&stack, &config).unwrap();
     produce(&client, &stream, &second).await;
     let want = wait_landed(
         &stack,
         &client,
         &stream,
-        Duration::from_secs(120),
+        Duration::from_secs(300),
         &[&runner],
     )
     .await;
+    eprintln!(
+        "{total} user records landed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(want.len(), 8);
     let status = runner.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success(), "{}", runner.log());
-    assert_exactly_once(&stack, &stream, &want, 12_000).await;
+    assert_exactly_once(&stack, &stream, &want, total).await;
     // Graceful shutdown released every lease.
     let held = leases(&stack, &stream).await;
     assert_eq!(held.len(), 8);
@@ -383,6 +126,7 @@ async fn one_runner_lands_eight_shards_of_aggregated_and_plain_records_exactly_o
         if command == "status" {
             let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("kinesis ")).collect();
             assert_eq!(rows.len(), 8, "{out}");
+            // Lag 0: Kinesis lag is MillisBehindLatest, printed `<n>ms`.
             assert!(
                 rows.iter()
                     .all(|r| r.split_whitespace().nth(5) == Some("0ms")),

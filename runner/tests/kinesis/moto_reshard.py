@@ -9,10 +9,15 @@ reader must finish the parents before the children to keep per-key order.
 Usage: python moto_reshard.py <port>
 """
 import hashlib
+import os
 import sys
 
 from moto.kinesis import models
 from moto.server import main
+
+# DynamoDB transactions isolated, as in the stack's moto (scripts/moto_server.py says why).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../scripts"))
+from moto_server import serialize_dynamodb  # noqa: E402
 
 
 def _last_id(stream):
@@ -70,4 +75,5 @@ def get_shard_for_key(self, partition_key, explicit_hash_key):
 models.Stream.get_shard_for_key = get_shard_for_key
 models.Stream.split_shard = split_shard
 models.Stream.merge_shards = merge_shards
+serialize_dynamodb()
 main(["-H", "127.0.0.1", "-p", sys.argv[1]])
