@@ -3,7 +3,8 @@
 # `cargo lambda watch`, invoke them with every sample event in events/, then print the landed
 # objects, the checkpoints and commit log, and the dead letters. Then the runner: one
 # `streaming-connector run` lands a Kafka topic (local tansu broker) and a Kinesis stream with
-# KPL aggregates (moto), and `status` and `verify` cover both. The stack stays up for
+# KPL aggregates (moto), and `status` and `verify` cover both. Last, everything committed
+# (functions and runner) is published to the Iceberg table and queried. The stack stays up for
 # inspection; `make stack-down` stops it. Files go to $STACK_DIR (.stack).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -103,5 +104,21 @@ echo ">> streaming-connector verify"
 "$runner" verify --config "$stack_dir/runner.yaml"
 echo
 "$py" scripts/stack.py inspect
+
+# Bronze as an Iceberg table: every committed object above (functions and runner) published
+# once to a SQL catalog on SQLite, with the warehouse in the Bronze bucket on moto; verify
+# checks the table against the commit log; then a query over it.
+catalog_db="$(cd "$stack_dir" && pwd)/catalog.db"
+warehouse="s3://${BRONZE_BUCKET}/iceberg"
+rm -f "$catalog_db"
+echo
+echo "== publish: Bronze as an Iceberg table (catalog sqlite:$catalog_db, warehouse $warehouse)"
+"$runner" publish --catalog "sqlite:$catalog_db" --warehouse "$warehouse"
+echo ">> publishing again: nothing new"
+"$runner" publish --catalog "sqlite:$catalog_db" --warehouse "$warehouse"
+echo ">> streaming-connector verify, with the table"
+"$runner" verify --config "$stack_dir/runner.yaml" --catalog "sqlite:$catalog_db" --warehouse "$warehouse"
+echo ">> a query over the table (pyiceberg reads the catalog, DuckDB runs the SQL)"
+"$py" scripts/query_iceberg.py "$catalog_db" "$warehouse"
 echo
 echo "Function logs: $log; runner log: $stack_dir/runner.log. The stack is still up on ${AWS_ENDPOINT_URL}; stop it with 'make stack-down'."

@@ -245,8 +245,13 @@ pub async fn status(config: String) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `verify`.
-pub async fn verify(config: Option<String>, stream: Option<String>) -> anyhow::Result<ExitCode> {
+/// `verify`; with `table` (`catalog`, `warehouse`, `namespace.table`) it also checks the
+/// Iceberg table against the commit log (`publish::audit::verify_table`).
+pub async fn verify(
+    config: Option<String>,
+    stream: Option<String>,
+    table: Option<(String, String, String)>,
+) -> anyhow::Result<ExitCode> {
     let (env, sdk, consumer, stuck_after) = match &config {
         Some(c) => {
             let setup = setup(c).await?;
@@ -282,7 +287,41 @@ pub async fn verify(config: Option<String>, stream: Option<String>) -> anyhow::R
         report.dead_lettered,
         report.violations.len()
     );
-    Ok(if report.violations.is_empty() {
+    let mut violations = report.violations.len();
+    if let Some((catalog, warehouse, ident)) = table {
+        anyhow::ensure!(
+            catalog.starts_with("sqlite:"),
+            "--catalog {catalog}: only the SQL catalog on SQLite (`sqlite:<path>`) is supported yet"
+        );
+        let catalog = publish::catalog::open_sql(
+            &catalog,
+            &warehouse,
+            publish::catalog::storage_props_from_env(),
+        )
+        .await?;
+        let ident = iceberg::TableIdent::from_strs(ident.split('.'))?;
+        let audit = publish::audit::verify_table(
+            &state,
+            &objects,
+            catalog.as_ref(),
+            &ident,
+            stream.as_deref(),
+        )
+        .await?;
+        for (partition, problem) in &audit.violations {
+            println!("VIOLATION table {ident} {partition}: {problem}");
+        }
+        println!(
+            "table {ident}: {} partitions, {} rows compared with the commit log, {} committed records not published yet, {} rows from before a reset: {} violation(s)",
+            audit.partitions,
+            audit.rows,
+            audit.unpublished,
+            audit.before_reset,
+            audit.violations.len()
+        );
+        violations += audit.violations.len();
+    }
+    Ok(if violations == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -7,9 +7,12 @@
 //! - `discover --config`: the topics and partitions the config would subscribe to, and a
 //!   `streams` section for them.
 //! - `status --config`: checkpoint, high watermark and lag per partition.
-//! - `verify [--config] [--stream S]`: audits the committed Bronze data against the commit
-//!   log; exits 1 on a violation.
+//! - `verify [--config] [--stream S] [--catalog sqlite:<path> --warehouse W]`: audits the
+//!   committed Bronze data against the commit log, and with a catalog the Iceberg table too;
+//!   exits 1 on a violation.
 //! - `schema check|register --config`: schema compatibility (see `bronze::commands`).
+//! - `publish --catalog sqlite:<path> --warehouse <s3://... or file://...>`: publish committed
+//!   Bronze objects to the Iceberg table once (see the `publish` crate).
 //! - `sweep [--stream S] [--apply]`: delete objects no commit references at or below each
 //!   partition's checkpoint (see `bronze::reset::sweep_partition`).
 //! - `reset --source S --stream T --partition P [--apply]`: start a partition over after its
@@ -66,6 +69,16 @@ enum Command {
         /// Only this stream.
         #[arg(long)]
         stream: Option<String>,
+        /// Also check the Iceberg table in this catalog (`sqlite:<path>`): each partition's
+        /// rows are the records of the commits its watermark covers, none twice.
+        #[arg(long, requires = "warehouse")]
+        catalog: Option<String>,
+        /// The table's warehouse (with `--catalog`).
+        #[arg(long, requires = "catalog")]
+        warehouse: Option<String>,
+        /// `namespace.table` (with `--catalog`).
+        #[arg(long, default_value = "bronze.records")]
+        table: String,
     },
     /// Start a partition over after its source's cursors restarted (a recreated topic or
     /// stream): archive its Bronze objects under `<prefix>/_archive/reset-<epoch seconds>/` and delete
@@ -93,6 +106,19 @@ enum Command {
         /// Delete (default: list only).
         #[arg(long)]
         apply: bool,
+    },
+    /// Publish committed Bronze objects to the Iceberg table once (one snapshot, exactly
+    /// once; see docs/landing-contract.md section 10) and print what was published as JSON.
+    Publish {
+        /// The catalog: `sqlite:<path>` (SQL catalog; the file is created when missing).
+        #[arg(long)]
+        catalog: String,
+        /// Where tables live: `s3://bucket/prefix` or `file:///path`.
+        #[arg(long)]
+        warehouse: String,
+        /// `namespace.table`.
+        #[arg(long, default_value = "bronze.records")]
+        table: String,
     },
     /// Schema registry commands.
     Schema {
@@ -131,9 +157,24 @@ fn main() -> ExitCode {
         Command::Run { config } => runtime.block_on(run(config)),
         Command::Discover { config } => runtime.block_on(discover(config)),
         Command::Status { config } => runtime.block_on(status(config)),
-        Command::Verify { config, stream } => runtime.block_on(verify(config, stream)),
+        Command::Verify {
+            config,
+            stream,
+            catalog,
+            warehouse,
+            table,
+        } => runtime.block_on(verify(
+            config,
+            stream,
+            catalog.zip(warehouse).map(|(c, w)| (c, w, table)),
+        )),
         Command::Schema { action } => runtime.block_on(schema(action)),
         Command::Sweep { stream, apply } => runtime.block_on(sweep(stream, apply)),
+        Command::Publish {
+            catalog,
+            warehouse,
+            table,
+        } => runtime.block_on(publish(&catalog, &warehouse, &table)),
         Command::Reset {
             source,
             stream,
@@ -149,6 +190,45 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+async fn publish(catalog: &str, warehouse: &str, table: &str) -> anyhow::Result<ExitCode> {
+    let env = bronze::config::EnvConfig::from_env()?;
+    let sdk = bronze::aws::sdk_config().await;
+    let objects = bronze::aws::S3ObjectStore::new(&sdk, &env.bucket);
+    let state = bronze::aws::DynamoStateStore::new(&sdk, &env.state_table);
+    anyhow::ensure!(
+        catalog.starts_with("sqlite:"),
+        "--catalog {catalog}: only the SQL catalog on SQLite (`sqlite:<path>`) is supported yet"
+    );
+    let catalog = publish::catalog::open_sql(
+        catalog,
+        warehouse,
+        publish::catalog::storage_props_from_env(),
+    )
+    .await?;
+    let publisher = publish::publisher::Publisher {
+        state: &state,
+        objects: &objects,
+        catalog: catalog.as_ref(),
+        table: iceberg::TableIdent::from_strs(table.split('.'))?,
+        settings: publish::publisher::PublishSettings::default(),
+        faults: Default::default(),
+    };
+    let report = publisher.publish().await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "snapshot_id": report.snapshot_id,
+            "records": report.records,
+            "entries": report.entries,
+            "files": report.files,
+            "partitions": report.partitions,
+            "attempts": report.attempts,
+            "orphans_deleted": report.orphans_deleted,
+        })
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn sweep(stream: Option<String>, apply: bool) -> anyhow::Result<ExitCode> {

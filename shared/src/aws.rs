@@ -6,13 +6,14 @@
 //! [`classify`].
 
 use crate::ports::{
-    Checkpoint, CommitEntry, DeadLetterQueue, ObjectStore, PortError, PutOutcome, StateStore,
+    Checkpoint, CommitEntry, DeadLetterQueue, LogPositions, ObjectStore, PortError, PutOutcome,
+    StateStore,
 };
 use crate::record::PartitionId;
 use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
@@ -297,6 +298,14 @@ pub struct DynamoStateStore {
 
 const CHECKPOINT_SK: &str = "checkpoint";
 
+/// The item holding a partition's [`LogPositions`] (attributes `last_position`,
+/// `reset_floor`).
+const POSITIONS_SK: &str = "positions";
+
+/// Commits that lose the position race this many times in a row fail as transient (only
+/// concurrent interleaved lanes of one shard race for it).
+const POSITION_ROUNDS: u32 = 32;
+
 fn log_sk(first: &str) -> String {
     format!("log#{first}")
 }
@@ -333,6 +342,9 @@ fn entry_item(pk: &str, sk: String, entry: &CommitEntry) -> HashMap<String, Attr
             "dead_cursors".to_owned(),
             AttributeValue::L(dead.iter().map(s).collect()),
         );
+    }
+    if let Some(position) = entry.position {
+        item.insert("position".to_owned(), n(position));
     }
     item
 }
@@ -376,11 +388,21 @@ fn parse_entry(
             .get("dead_cursors")
             .and_then(|v| v.as_l().ok())
             .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect()),
+        position: match item.get("position") {
+            None => None,
+            Some(v) => Some(
+                v.as_n()
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| bad("position"))?,
+            ),
+        },
     })
 }
 
 /// What a cancelled commit transaction means, read from its cancellation reasons, which
-/// come in the order of the transaction's items: the checkpoint put, then the log put.
+/// come in the order of the transaction's items: the checkpoint put, the log put, then the
+/// positions update.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cancellation {
     /// The checkpoint's condition failed: another writer committed first.
@@ -388,6 +410,9 @@ pub enum Cancellation {
     /// Only the log entry's condition failed: an entry already starts at this first cursor
     /// while the checkpoint is unchanged (written by interleaved mode).
     LogEntryExists,
+    /// Only the positions item's condition failed: another commit of the partition took
+    /// the next commit-log position first (an interleaved lane); read it again and retry.
+    PositionMoved,
     /// A conflict with another transaction, throttling or capacity: retry later.
     Transient(String),
     /// Anything else (validation, item size): retrying the same write cannot help.
@@ -397,20 +422,46 @@ pub enum Cancellation {
 /// Classifies a `TransactionCanceledException` by its reasons (`None` or `"None"` for an item
 /// that did not fail). Pure, so every combination is unit-tested.
 pub fn classify_cancellation(reasons: &[Option<String>]) -> Cancellation {
-    let code = |i: usize| {
-        reasons
-            .get(i)
-            .and_then(|r| r.as_deref())
-            .filter(|c| *c != "None")
-    };
+    let code = |i: usize| reason_code(reasons, i);
     let failed: Vec<&str> = (0..reasons.len()).filter_map(code).collect();
-    let described = || format!("transaction cancelled, reasons [{}]", failed.join(", "));
     if code(0) == Some("ConditionalCheckFailed") {
         return Cancellation::CheckpointMoved;
     }
     if code(1) == Some("ConditionalCheckFailed") && failed.len() == 1 {
         return Cancellation::LogEntryExists;
     }
+    if code(2) == Some("ConditionalCheckFailed") && failed.len() == 1 {
+        return Cancellation::PositionMoved;
+    }
+    classify_other(&failed)
+}
+
+/// Classifies a cancelled interleaved commit (`log_commit`), whose items are the log put,
+/// then the positions update.
+pub fn classify_log_cancellation(reasons: &[Option<String>]) -> Cancellation {
+    let code = |i: usize| reason_code(reasons, i);
+    let failed: Vec<&str> = (0..reasons.len()).filter_map(code).collect();
+    if code(0) == Some("ConditionalCheckFailed") {
+        return Cancellation::LogEntryExists;
+    }
+    if code(1) == Some("ConditionalCheckFailed") && failed.len() == 1 {
+        return Cancellation::PositionMoved;
+    }
+    classify_other(&failed)
+}
+
+/// The reason code of item `i` of a cancelled transaction, `None` when it did not fail.
+fn reason_code(reasons: &[Option<String>], i: usize) -> Option<&str> {
+    reasons
+        .get(i)
+        .and_then(|r| r.as_deref())
+        .filter(|c| *c != "None")
+}
+
+/// The failure codes of a cancellation that is neither a moved checkpoint nor an existing
+/// entry nor a moved position: transient or permanent.
+fn classify_other(failed: &[&str]) -> Cancellation {
+    let described = || format!("transaction cancelled, reasons [{}]", failed.join(", "));
     let transient = |c: &&str| {
         matches!(
             *c,
@@ -431,6 +482,21 @@ pub fn classify_cancellation(reasons: &[Option<String>]) -> Cancellation {
     }
 }
 
+/// The cancellation reasons of a cancelled transaction, in the order of its items.
+fn cancellation_reasons<R>(
+    err: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> Option<Vec<Option<String>>> {
+    err.as_service_error().and_then(|e| match e {
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(
+            c.cancellation_reasons()
+                .iter()
+                .map(|r| r.code().map(str::to_owned))
+                .collect(),
+        ),
+        _ => None,
+    })
+}
+
 impl DynamoStateStore {
     /// Builds the adapter for `table`.
     pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
@@ -445,6 +511,47 @@ impl DynamoStateStore {
 
     fn target(&self, partition: &PartitionId) -> String {
         format!("{}/{}", self.table, partition.state_key())
+    }
+
+    /// The transaction item that takes the next commit-log position, conditioned on the
+    /// positions read (`None`: the item must not exist yet).
+    fn positions_update(
+        &self,
+        partition: &PartitionId,
+        read: Option<LogPositions>,
+    ) -> Result<Update, PortError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(partition.state_key()))
+            .key("sk", s(POSITIONS_SK))
+            .expression_attribute_names("#p", "last_position");
+        let update = match read {
+            None => update
+                .update_expression("SET #p = :next, reset_floor = :zero")
+                .condition_expression("attribute_not_exists(pk)")
+                .expression_attribute_values(":next", n(1))
+                .expression_attribute_values(":zero", n(0)),
+            Some(p) => update
+                .update_expression("SET #p = :next")
+                .condition_expression("#p = :read")
+                .expression_attribute_values(":next", n(p.last + 1))
+                .expression_attribute_values(":read", n(p.last)),
+        };
+        update.build().map_err(|e| PortError::Permanent {
+            operation: "dynamodb:TransactWriteItems",
+            target: self.target(partition),
+            message: e.to_string(),
+        })
+    }
+
+    fn position_contended(&self, partition: &PartitionId) -> PortError {
+        PortError::Transient {
+            operation: "dynamodb:TransactWriteItems",
+            target: self.target(partition),
+            message: format!(
+                "lost the race for the next commit-log position {POSITION_ROUNDS} times in a row"
+            ),
+        }
     }
 
     /// Every item of a partition (those whose sort key starts with `sk_prefix`, if given),
@@ -514,75 +621,82 @@ impl StateStore for DynamoStateStore {
         entry: &CommitEntry,
     ) -> Result<(), PortError> {
         let pk = partition.state_key();
-        let mut checkpoint = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(entry_item(&pk, CHECKPOINT_SK.to_owned(), entry)));
-        checkpoint = match expected {
-            None => checkpoint.condition_expression("attribute_not_exists(pk)"),
-            Some(cursor) => checkpoint
-                .condition_expression("#last = :expected")
-                .expression_attribute_names("#last", "last")
-                .expression_attribute_values(":expected", s(cursor)),
-        };
-        let log = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(entry_item(&pk, log_sk(&entry.first), entry)))
-            .condition_expression("attribute_not_exists(pk)");
-        let build = |p: aws_sdk_dynamodb::types::builders::PutBuilder| {
-            p.build().map_err(|e| PortError::Permanent {
-                operation: "dynamodb:TransactWriteItems",
-                target: self.target(partition),
-                message: e.to_string(),
-            })
-        };
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(build(checkpoint)?).build())
-            .transact_items(TransactWriteItem::builder().put(build(log)?).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err) => {
-                let reasons: Option<Vec<Option<String>>> = err.as_service_error().and_then(|e| match e {
-                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => Some(
-                        c.cancellation_reasons()
-                            .iter()
-                            .map(|r| r.code().map(str::to_owned))
-                            .collect(),
-                    ),
-                    _ => None,
-                });
-                let target = self.target(partition);
-                match reasons.map(|r| classify_cancellation(&r)) {
-                    Some(Cancellation::CheckpointMoved) => {
-                        let found = self.checkpoint(partition).await?.map(|c| c.cursor);
-                        Err(PortError::CheckpointMoved {
-                            partition: partition.to_string(),
-                            expected: expected.map(str::to_owned),
-                            found,
-                        })
-                    }
-                    Some(Cancellation::LogEntryExists) => Err(PortError::LogEntryExists {
+        for _ in 0..POSITION_ROUNDS {
+            let read = self.log_positions(partition).await?;
+            let mut entry = entry.clone();
+            entry.position = Some(read.map_or(1, |p| p.last + 1));
+            let mut checkpoint = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(entry_item(&pk, CHECKPOINT_SK.to_owned(), &entry)));
+            checkpoint = match expected {
+                None => checkpoint.condition_expression("attribute_not_exists(pk)"),
+                Some(cursor) => checkpoint
+                    .condition_expression("#last = :expected")
+                    .expression_attribute_names("#last", "last")
+                    .expression_attribute_values(":expected", s(cursor)),
+            };
+            let log = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(entry_item(&pk, log_sk(&entry.first), &entry)))
+                .condition_expression("attribute_not_exists(pk)");
+            let build = |p: aws_sdk_dynamodb::types::builders::PutBuilder| {
+                p.build().map_err(|e| PortError::Permanent {
+                    operation: "dynamodb:TransactWriteItems",
+                    target: self.target(partition),
+                    message: e.to_string(),
+                })
+            };
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(build(checkpoint)?).build())
+                .transact_items(TransactWriteItem::builder().put(build(log)?).build())
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .update(self.positions_update(partition, read)?)
+                        .build(),
+                )
+                .send()
+                .await;
+            let Err(err) = result else {
+                return Ok(());
+            };
+            let target = self.target(partition);
+            match cancellation_reasons(&err).map(|r| classify_cancellation(&r)) {
+                Some(Cancellation::PositionMoved) => continue,
+                Some(Cancellation::CheckpointMoved) => {
+                    let found = self.checkpoint(partition).await?.map(|c| c.cursor);
+                    return Err(PortError::CheckpointMoved {
+                        partition: partition.to_string(),
+                        expected: expected.map(str::to_owned),
+                        found,
+                    });
+                }
+                Some(Cancellation::LogEntryExists) => {
+                    return Err(PortError::LogEntryExists {
                         partition: partition.to_string(),
                         first: entry.first.clone(),
                         checkpoint: expected.map(str::to_owned),
-                    }),
-                    Some(Cancellation::Transient(message)) => Err(PortError::Transient {
-                        operation: "dynamodb:TransactWriteItems",
-                        target,
-                        message,
-                    }),
-                    Some(Cancellation::Permanent(message)) => Err(PortError::Permanent {
-                        operation: "dynamodb:TransactWriteItems",
-                        target,
-                        message,
-                    }),
-                    None => Err(classify("dynamodb:TransactWriteItems", &target, &err)),
+                    });
                 }
+                Some(Cancellation::Transient(message)) => {
+                    return Err(PortError::Transient {
+                        operation: "dynamodb:TransactWriteItems",
+                        target,
+                        message,
+                    });
+                }
+                Some(Cancellation::Permanent(message)) => {
+                    return Err(PortError::Permanent {
+                        operation: "dynamodb:TransactWriteItems",
+                        target,
+                        message,
+                    });
+                }
+                None => return Err(classify("dynamodb:TransactWriteItems", &target, &err)),
             }
         }
+        Err(self.position_contended(partition))
     }
 
     async fn log_commit(
@@ -591,32 +705,67 @@ impl StateStore for DynamoStateStore {
         entry: &CommitEntry,
     ) -> Result<Option<CommitEntry>, PortError> {
         let pk = partition.state_key();
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(entry_item(&pk, log_sk(&entry.first), entry)))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(None),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                match self.commit_entry(partition, &entry.first).await? {
-                    Some(existing) => Ok(Some(existing)),
-                    None => Err(PortError::Transient {
-                        operation: "dynamodb:PutItem",
-                        target: self.target(partition),
-                        message: "commit-log entry vanished after a conditional failure".into(),
-                    }),
+        for _ in 0..POSITION_ROUNDS {
+            let read = self.log_positions(partition).await?;
+            let mut entry = entry.clone();
+            entry.position = Some(read.map_or(1, |p| p.last + 1));
+            let log = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(entry_item(&pk, log_sk(&entry.first), &entry)))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|e| PortError::Permanent {
+                    operation: "dynamodb:TransactWriteItems",
+                    target: self.target(partition),
+                    message: e.to_string(),
+                })?;
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(log).build())
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .update(self.positions_update(partition, read)?)
+                        .build(),
+                )
+                .send()
+                .await;
+            let Err(err) = result else {
+                return Ok(None);
+            };
+            let target = self.target(partition);
+            match cancellation_reasons(&err).map(|r| classify_log_cancellation(&r)) {
+                Some(Cancellation::PositionMoved) => continue,
+                Some(Cancellation::LogEntryExists) => {
+                    return match self.commit_entry(partition, &entry.first).await? {
+                        Some(existing) => Ok(Some(existing)),
+                        None => Err(PortError::Transient {
+                            operation: "dynamodb:TransactWriteItems",
+                            target,
+                            message: "commit-log entry vanished after a conditional failure".into(),
+                        }),
+                    };
+                }
+                Some(Cancellation::Transient(message)) => {
+                    return Err(PortError::Transient {
+                        operation: "dynamodb:TransactWriteItems",
+                        target,
+                        message,
+                    });
+                }
+                Some(Cancellation::Permanent(message)) => {
+                    return Err(PortError::Permanent {
+                        operation: "dynamodb:TransactWriteItems",
+                        target,
+                        message,
+                    });
+                }
+                Some(Cancellation::CheckpointMoved) | None => {
+                    return Err(classify("dynamodb:TransactWriteItems", &target, &err));
                 }
             }
-            Err(err) => Err(classify("dynamodb:PutItem", &self.target(partition), &err)),
         }
+        Err(self.position_contended(partition))
     }
 
     async fn commit_entry(
@@ -649,11 +798,17 @@ impl StateStore for DynamoStateStore {
 
     async fn forget_partition(&self, partition: &PartitionId) -> Result<u64, PortError> {
         let target = self.target(partition);
+        // Read before deleting: entries committed while the reset runs keep positions above
+        // the floor.
+        let floor = self.log_positions(partition).await?.map(|p| p.last);
         let mut deleted = 0;
         for item in self.query_partition(partition, None).await? {
             let Some(sk) = item.get("sk").cloned() else {
                 continue;
             };
+            if sk.as_s().is_ok_and(|sk| sk == POSITIONS_SK) {
+                continue;
+            }
             self.client
                 .delete_item()
                 .table_name(&self.table)
@@ -664,7 +819,96 @@ impl StateStore for DynamoStateStore {
                 .map_err(|e| classify("dynamodb:DeleteItem", &target, &e))?;
             deleted += 1;
         }
+        if let Some(floor) = floor {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(partition.state_key()))
+                .key("sk", s(POSITIONS_SK))
+                .update_expression("SET reset_floor = :floor")
+                .condition_expression("attribute_exists(pk) AND reset_floor <= :floor")
+                .expression_attribute_values(":floor", n(floor))
+                .send()
+                .await;
+            match result {
+                Ok(_) => {}
+                // A later reset already set a higher floor.
+                Err(err)
+                    if err
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(err) => return Err(classify("dynamodb:UpdateItem", &target, &err)),
+            }
+        }
         Ok(deleted)
+    }
+
+    async fn log_positions(
+        &self,
+        partition: &PartitionId,
+    ) -> Result<Option<LogPositions>, PortError> {
+        let target = self.target(partition);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(partition.state_key()))
+            .key("sk", s(POSITIONS_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify("dynamodb:GetItem", &target, &e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let num = |f: &str| {
+            item.get(f)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| PortError::Permanent {
+                    operation: "dynamodb:decode",
+                    target: target.clone(),
+                    message: format!("positions item has no valid {f}"),
+                })
+        };
+        Ok(Some(LogPositions {
+            last: num("last_position")?,
+            reset_floor: num("reset_floor")?,
+        }))
+    }
+
+    async fn logged_partitions(&self) -> Result<Vec<PartitionId>, PortError> {
+        let mut ids = std::collections::BTreeSet::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :c OR sk = :p OR begins_with(sk, :log)")
+                .expression_attribute_values(":c", s(CHECKPOINT_SK))
+                .expression_attribute_values(":p", s(POSITIONS_SK))
+                .expression_attribute_values(":log", s("log#"))
+                .projection_expression("pk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| classify("dynamodb:Scan", &self.table, &e))?;
+            for item in out.items() {
+                if let Some(AttributeValue::S(pk)) = item.get("pk")
+                    && let Some(id) = PartitionId::from_state_key(pk)
+                {
+                    ids.insert(id);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(ids.into_iter().collect())
     }
 
     async fn partitions(&self) -> Result<Vec<PartitionId>, PortError> {
@@ -919,6 +1163,42 @@ mod tests {
 
     fn reasons(codes: &[&str]) -> Vec<Option<String>> {
         codes.iter().map(|c| Some((*c).to_owned())).collect()
+    }
+
+    #[test]
+    fn a_moved_position_is_retried_and_only_alone() {
+        assert_eq!(
+            classify_cancellation(&reasons(&["None", "None", "ConditionalCheckFailed"])),
+            Cancellation::PositionMoved
+        );
+        // The checkpoint or the entry failing too says more than the position.
+        assert_eq!(
+            classify_cancellation(&reasons(&[
+                "ConditionalCheckFailed",
+                "None",
+                "ConditionalCheckFailed"
+            ])),
+            Cancellation::CheckpointMoved
+        );
+        assert_eq!(
+            classify_log_cancellation(&reasons(&["None", "ConditionalCheckFailed"])),
+            Cancellation::PositionMoved
+        );
+        assert_eq!(
+            classify_log_cancellation(&reasons(&[
+                "ConditionalCheckFailed",
+                "ConditionalCheckFailed"
+            ])),
+            Cancellation::LogEntryExists
+        );
+        assert!(matches!(
+            classify_log_cancellation(&reasons(&["None", "TransactionConflict"])),
+            Cancellation::Transient(_)
+        ));
+        assert!(matches!(
+            classify_log_cancellation(&reasons(&["ValidationError", "None"])),
+            Cancellation::Permanent(_)
+        ));
     }
 
     #[test]

@@ -879,6 +879,7 @@ impl Written {
             committed_at_ms: run.now_ms,
             last_fingerprint: pending.last().map(crate::record::fingerprint),
             dead_cursors: self.dead_cursors.clone(),
+            position: None,
         }
     }
 }
@@ -1131,6 +1132,15 @@ mod tests {
         }
         async fn forget_partition(&self, p: &PartitionId) -> Result<u64, PortError> {
             self.inner.forget_partition(p).await
+        }
+        async fn log_positions(
+            &self,
+            p: &PartitionId,
+        ) -> Result<Option<crate::ports::LogPositions>, PortError> {
+            self.inner.log_positions(p).await
+        }
+        async fn logged_partitions(&self) -> Result<Vec<PartitionId>, PortError> {
+            self.inner.logged_partitions().await
         }
     }
 
@@ -1622,6 +1632,7 @@ mod tests {
             committed_at_ms: 1_000_000,
             last_fingerprint: None,
             dead_cursors: None,
+            position: None,
         };
         let old = [rec(5, 999_000), rec(10, 5_000_000)];
         assert_eq!(

@@ -2,7 +2,8 @@
 //! tested with a crash between any two steps.
 
 use crate::ports::{
-    Checkpoint, CommitEntry, DeadLetterQueue, ObjectStore, PortError, PutOutcome, StateStore,
+    Checkpoint, CommitEntry, DeadLetterQueue, LogPositions, ObjectStore, PortError, PutOutcome,
+    StateStore,
 };
 use crate::record::PartitionId;
 use async_trait::async_trait;
@@ -182,6 +183,18 @@ impl ObjectStore for MemoryObjectStore {
 struct PartitionState {
     checkpoint: Option<Checkpoint>,
     log: BTreeMap<String, CommitEntry>,
+    positions: Option<LogPositions>,
+}
+
+impl PartitionState {
+    /// `entry` with the next commit-log position; the caller stores both or neither.
+    fn positioned(&self, entry: &CommitEntry) -> (CommitEntry, LogPositions) {
+        let mut positions = self.positions.unwrap_or_default();
+        positions.last += 1;
+        let mut entry = entry.clone();
+        entry.position = Some(positions.last);
+        (entry, positions)
+    }
 }
 
 /// A state registry in memory with the same conditional semantics as the DynamoDB one.
@@ -238,11 +251,13 @@ impl StateStore for MemoryStateStore {
                     checkpoint: found,
                 });
             }
+            let (entry, positions) = state.positioned(entry);
             state.log.insert(entry.first.clone(), entry.clone());
             state.checkpoint = Some(Checkpoint {
                 cursor: entry.last.clone(),
-                last_commit: entry.clone(),
+                last_commit: entry,
             });
+            state.positions = Some(positions);
             Ok(())
         })
     }
@@ -258,7 +273,9 @@ impl StateStore for MemoryStateStore {
             if let Some(existing) = state.log.get(&entry.first) {
                 return Ok(Some(existing.clone()));
             }
-            state.log.insert(entry.first.clone(), entry.clone());
+            let (entry, positions) = state.positioned(entry);
+            state.log.insert(entry.first.clone(), entry);
+            state.positions = Some(positions);
             Ok(None)
         })
     }
@@ -303,15 +320,45 @@ impl StateStore for MemoryStateStore {
 
     async fn forget_partition(&self, partition: &PartitionId) -> Result<u64, PortError> {
         self.faults.run("dynamodb:DeleteItem", || {
-            let removed = self
+            let mut partitions = self.partitions.lock().expect("state lock");
+            let Some(state) = partitions.get_mut(&partition.state_key()) else {
+                return Ok(0);
+            };
+            let removed = state.log.len() as u64 + u64::from(state.checkpoint.is_some());
+            state.log.clear();
+            state.checkpoint = None;
+            if let Some(p) = state.positions.as_mut() {
+                p.reset_floor = p.last;
+            }
+            Ok(removed)
+        })
+    }
+
+    async fn log_positions(
+        &self,
+        partition: &PartitionId,
+    ) -> Result<Option<LogPositions>, PortError> {
+        self.faults.run("dynamodb:GetItem", || {
+            Ok(self
                 .partitions
                 .lock()
                 .expect("state lock")
-                .remove(&partition.state_key());
-            Ok(removed.map_or(0, |p| {
-                p.log.len() as u64 + u64::from(p.checkpoint.is_some())
-            }))
+                .get(&partition.state_key())
+                .and_then(|p| p.positions))
         })
+    }
+
+    async fn logged_partitions(&self) -> Result<Vec<PartitionId>, PortError> {
+        let mut ids: Vec<PartitionId> = self
+            .partitions
+            .lock()
+            .expect("state lock")
+            .iter()
+            .filter(|(_, p)| p.checkpoint.is_some() || !p.log.is_empty() || p.positions.is_some())
+            .filter_map(|(k, _)| PartitionId::from_state_key(k))
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 }
 

@@ -137,6 +137,28 @@ pub struct CommitEntry {
     /// records.
     #[serde(default)]
     pub dead_cursors: Option<Vec<String>>,
+    /// The entry's **commit-log position**: 1 for a partition's first commit, then one more
+    /// for each commit, in the order the commits happened (ordered and interleaved mode
+    /// alike). The state store assigns it in the commit's own transaction, conditioned on
+    /// the previous position ([`LogPositions`]), so an entry written later always has a
+    /// higher position, whatever its cursors; positions are dense, and the positions a
+    /// reader sees are always 1..n except for entries being committed while it reads.
+    /// `None` in entries passed to a commit (the store sets it) and in entries written
+    /// before positions existed.
+    #[serde(default)]
+    pub position: Option<u64>,
+}
+
+/// A partition's commit-log positions ([`CommitEntry::position`]), kept in their own state
+/// item, which a reset does not delete.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPositions {
+    /// The position of the partition's latest commit (0 before the first).
+    pub last: u64,
+    /// The last position at the partition's latest reset (0 if never reset): entries at or
+    /// below it were archived by the reset, and a position at or below it that a reader has
+    /// not seen will never appear.
+    pub reset_floor: u64,
 }
 
 /// The most dead-lettered cursors a commit entry lists (keeps the item far below
@@ -176,8 +198,19 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Every partition that has a checkpoint, for audits (`status`, `verify`).
     async fn partitions(&self) -> Result<Vec<PartitionId>, PortError>;
     /// Deletes a partition's checkpoint and commit log (the operator's `reset`, after its
-    /// objects are archived); returns how many items were deleted.
+    /// objects are archived); returns how many items were deleted. Its [`LogPositions`] stay
+    /// and their `reset_floor` moves up to `last`, so the entries landed after the reset get
+    /// positions above every entry before it (a publisher's watermark never hides them).
     async fn forget_partition(&self, partition: &PartitionId) -> Result<u64, PortError>;
+    /// The partition's commit-log positions, `None` before its first positioned commit.
+    async fn log_positions(
+        &self,
+        partition: &PartitionId,
+    ) -> Result<Option<LogPositions>, PortError>;
+    /// Every partition with a commit log or commit-log positions: [`StateStore::partitions`]
+    /// plus partitions landed only in interleaved mode (which have no checkpoint) and
+    /// partitions reset since. For publishers, which must see every commit.
+    async fn logged_partitions(&self) -> Result<Vec<PartitionId>, PortError>;
 }
 
 /// The dead-letter queue.

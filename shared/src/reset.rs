@@ -15,6 +15,12 @@
 //! partition's checkpoint and commit log are deleted, so the new records land from their first
 //! cursor under fresh keys. Objects go first: a reset interrupted after them is simply run
 //! again; state is never deleted while objects it points to are still in place.
+//!
+//! The partition's commit-log positions ([`crate::ports::LogPositions`]) are not deleted: the
+//! reset raises their `reset_floor` to the last position, and the entries landed after it
+//! get positions above it. A publisher's watermark (a position) therefore never hides the
+//! re-landed records, and it knows that positions at or below the floor that it has not
+//! published were archived, not lost in flight.
 
 use crate::bronze;
 use crate::ports::{ObjectStore, PortError, StateStore};

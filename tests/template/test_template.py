@@ -577,7 +577,7 @@ class TestLeastPrivilege:
         statements = {
             s["Sid"]: s
             for _, s in policy_statements(translated)
-            if s.get("Sid") in {"BronzeObjects", "BronzeListUnderPrefix", "StateRegistry", "DeadLetters"}
+            if s.get("Sid") in {"BronzeObjects", "BronzeListUnderPrefix", "StateRegistry", "StatePositions", "DeadLetters"}
         }
         objects = statements["BronzeObjects"]
         assert set(objects["Action"]) == {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}
@@ -594,6 +594,13 @@ class TestLeastPrivilege:
             "dynamodb:ConditionCheckItem",  # with PutItem, what TransactWriteItems is authorized by
         }
         assert table["Resource"] == {"Fn::GetAtt": ["StateTable", "Arn"]}
+        # The commit-log position: UpdateItem, confined to the positions item's attributes.
+        positions = statements["StatePositions"]
+        assert positions["Action"] == "dynamodb:UpdateItem"
+        assert positions["Resource"] == {"Fn::GetAtt": ["StateTable", "Arn"]}
+        assert positions["Condition"] == {
+            "ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "last_position", "reset_floor"]}
+        }
         assert statements["DeadLetters"]["Action"] == "sqs:SendMessage"
         assert statements["DeadLetters"]["Resource"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
 

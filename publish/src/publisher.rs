@@ -1,0 +1,579 @@
+//! One publish: committed Bronze objects past the watermarks become one Iceberg snapshot.
+//!
+//! Steps (each one a crash point in tests, [`PublishStep`]):
+//! 1. Load the table; read the watermarks from the summary of its newest snapshot that a
+//!    publisher made ([`published_watermarks`]).
+//! 2. For every partition of the state table (ordered, interleaved or reset:
+//!    `StateStore::logged_partitions`), read its commit-log positions, then its commit log,
+//!    and take the entries just above its watermark in commit-log position order
+//!    ([`crate::plan::pending`]); read their objects and check each holds the number of
+//!    records its entry says.
+//! 3. Write one Parquet data file per stream partition and day (rolled at the target size),
+//!    named after the partition and the first cursor taken.
+//! 4. Append all files in one snapshot whose summary carries every watermark (moved ones
+//!    and carried ones) and this attempt's id, through [`Fenced`]: the commit succeeds only
+//!    on the snapshot it was planned on.
+//! 5. Delete data files that the table does not reference and that start at or below their
+//!    partition's watermark: orphans of crashed or fenced attempts.
+//!
+//! A crash anywhere leaves the table at a snapshot whose watermarks describe exactly its
+//! records, so a rerun takes exactly what is missing. Two publishers at once: one commit
+//! wins, the other sees the conflict, deletes its files and plans again.
+
+use crate::catalog::{Fenced, ensure_table};
+use crate::plan::{
+    self, PlanError, Watermark, file_prefix, partition_key, partition_tag, watermark_key,
+};
+use crate::table::{LineError, Row, parse_line, to_batch};
+use bronze::ports::{CommitEntry, ObjectStore, PortError, StateStore};
+use bronze::record::PartitionId;
+use futures::TryStreamExt;
+use iceberg::arrow::schema_to_arrow_schema;
+use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, Struct};
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use iceberg::{Catalog, ErrorKind, TableIdent};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Summary property naming the publish attempt that made a snapshot.
+pub const ATTEMPT_PROPERTY: &str = "bronze.publish-attempt";
+
+/// Errors of a publish. Every variant but [`PublishError::Crashed`] leaves the table as it
+/// was or at a complete snapshot; rerunning is always safe.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The catalog or the table's storage failed.
+    #[error("iceberg: {0}")]
+    Iceberg(#[from] iceberg::Error),
+    /// The state table or the Bronze bucket failed.
+    #[error("state or objects: {0}")]
+    Port(#[from] PortError),
+    /// A committed object is missing: permanent, the commit log and the bucket disagree.
+    #[error("{partition}: committed object {object_key} is missing")]
+    MissingObject {
+        /// The partition.
+        partition: String,
+        /// The object its commit log names.
+        object_key: String,
+    },
+    /// A committed object is not what its commit-log entry says: permanent.
+    #[error("{partition}: object {object_key}: {detail}")]
+    BadObject {
+        /// The partition.
+        partition: String,
+        /// The object.
+        object_key: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A line of a committed object is not a Bronze line: permanent.
+    #[error(transparent)]
+    Line(#[from] LineError),
+    /// The table and the state table disagree about a partition: permanent.
+    #[error("{partition}: {source}")]
+    Plan {
+        /// The partition.
+        partition: String,
+        /// What disagrees.
+        source: PlanError,
+    },
+    /// Building an Arrow batch failed (a schema bug, not data).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// Control flow: other publishers kept winning for `attempts` attempts.
+    #[error("gave up after {attempts} attempts lost to concurrent publishers")]
+    Contended {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Control flow for tests: a crash injected at this step.
+    #[error("crash injected {0:?}")]
+    Crashed(PublishStep),
+}
+
+impl PublishError {
+    /// Whether retrying later can succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PublishError::Iceberg(_) | PublishError::Contended { .. } => true,
+            PublishError::Port(e) => e.is_transient(),
+            PublishError::Crashed(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The points between the side effects of a publish, where tests inject a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PublishStep {
+    /// Planned, nothing written.
+    BeforeWrite = 1,
+    /// The first partition's data files are written, the others not.
+    AfterFirstFile = 2,
+    /// Every data file is written; the catalog commit has not started.
+    BeforeCommit = 3,
+    /// The catalog commit succeeded; the orphan sweep has not run.
+    AfterCommit = 4,
+}
+
+/// A crash to inject once (tests); `PublishFaults::default()` injects nothing.
+#[derive(Debug, Default)]
+pub struct PublishFaults(AtomicU8);
+
+impl PublishFaults {
+    /// Arms a crash at `step`, fired once.
+    pub fn arm(&self, step: PublishStep) {
+        self.0.store(step as u8, Ordering::SeqCst);
+    }
+
+    fn check(&self, step: PublishStep) -> Result<(), PublishError> {
+        if self
+            .0
+            .compare_exchange(step as u8, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return Err(PublishError::Crashed(step));
+        }
+        Ok(())
+    }
+}
+
+/// Knobs of a publish.
+#[derive(Debug, Clone)]
+pub struct PublishSettings {
+    /// Parquet files roll over at this size (compaction target).
+    pub target_file_bytes: usize,
+    /// Rows per Arrow batch handed to the Parquet writer.
+    pub rows_per_batch: usize,
+    /// Attempts before giving up to concurrent publishers.
+    pub max_attempts: u32,
+}
+
+impl Default for PublishSettings {
+    fn default() -> Self {
+        Self {
+            target_file_bytes: 128 * 1024 * 1024,
+            rows_per_batch: 8192,
+            max_attempts: 10,
+        }
+    }
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishReport {
+    /// The snapshot it committed, `None` when there was nothing to publish.
+    pub snapshot_id: Option<i64>,
+    /// Records appended.
+    pub records: u64,
+    /// Commit-log entries taken.
+    pub entries: usize,
+    /// Data files appended.
+    pub files: usize,
+    /// Partitions that moved.
+    pub partitions: usize,
+    /// Attempts made (more than one after losing to another publisher).
+    pub attempts: u32,
+    /// Orphaned data files deleted.
+    pub orphans_deleted: usize,
+}
+
+/// Publishes committed Bronze objects to one Iceberg table.
+#[derive(Debug)]
+pub struct Publisher<'a> {
+    /// The state table: partitions and commit logs.
+    pub state: &'a dyn StateStore,
+    /// The Bronze bucket.
+    pub objects: &'a dyn ObjectStore,
+    /// The Iceberg catalog.
+    pub catalog: &'a dyn Catalog,
+    /// The table.
+    pub table: TableIdent,
+    /// Knobs.
+    pub settings: PublishSettings,
+    /// Crash injection (tests).
+    pub faults: Arc<PublishFaults>,
+}
+
+/// One partition's share of a publish.
+struct Taken {
+    id: PartitionId,
+    entries: Vec<CommitEntry>,
+    moved: Watermark,
+}
+
+impl Publisher<'_> {
+    /// Runs one publish to completion (retrying when another publisher wins the commit).
+    pub async fn publish(&self) -> Result<PublishReport, PublishError> {
+        ensure_table(self.catalog, &self.table).await?;
+        for attempt in 1..=self.settings.max_attempts {
+            let table = self.catalog.load_table(&self.table).await?;
+            match self.attempt(&table).await? {
+                Some(mut report) => {
+                    report.attempts = attempt;
+                    return Ok(report);
+                }
+                None => {
+                    tracing::info!(table = %self.table, attempt, "publish lost a commit race; planning again");
+                }
+            }
+        }
+        Err(PublishError::Contended {
+            attempts: self.settings.max_attempts,
+        })
+    }
+
+    /// One attempt; `None` when another publisher committed first.
+    async fn attempt(&self, table: &Table) -> Result<Option<PublishReport>, PublishError> {
+        let base_id = table.metadata().current_snapshot_id();
+        let marks = published_watermarks(table);
+
+        let mut taken = Vec::new();
+        let mut partitions = self.state.logged_partitions().await?;
+        partitions.sort_by_key(partition_key);
+        for id in &partitions {
+            // Positions first: a position at or below the floor missing from the log read
+            // after it was archived by a reset (plan::pending).
+            let positions = self.state.log_positions(id).await?;
+            let log = self.state.commit_log(id).await?;
+            let (entries, moved) = plan::pending(&log, marks.get(&partition_key(id)), positions)
+                .map_err(|source| PublishError::Plan {
+                    partition: id.to_string(),
+                    source,
+                })?;
+            if let Some(moved) = moved {
+                taken.push(Taken {
+                    id: id.clone(),
+                    entries: entries.into_iter().cloned().collect(),
+                    moved,
+                });
+            }
+        }
+        if taken.is_empty() {
+            let orphans_deleted = self.sweep(table, &partitions).await?;
+            return Ok(Some(PublishReport {
+                orphans_deleted,
+                ..PublishReport::default()
+            }));
+        }
+
+        self.faults.check(PublishStep::BeforeWrite)?;
+        let attempt_id = uuid::Uuid::new_v4().simple().to_string();
+        let mut files: Vec<DataFile> = Vec::new();
+        let mut records = 0u64;
+        for (i, part) in taken.iter().enumerate() {
+            let rows = self.read_rows(part).await?;
+            records += rows.len() as u64;
+            files.extend(self.write_files(table, part, &attempt_id, rows).await?);
+            if i == 0 {
+                self.faults.check(PublishStep::AfterFirstFile)?;
+            }
+        }
+
+        let mut properties: HashMap<String, String> = marks
+            .iter()
+            .map(|(pk, w)| (format!("{}{pk}", plan::WATERMARK_PREFIX), w.encode()))
+            .collect();
+        for part in &taken {
+            properties.insert(watermark_key(&part.id), part.moved.encode());
+        }
+        properties.insert(ATTEMPT_PROPERTY.to_owned(), attempt_id.clone());
+
+        self.faults.check(PublishStep::BeforeCommit)?;
+        let file_paths: Vec<String> = files.iter().map(|f| f.file_path().to_owned()).collect();
+        let tx = Transaction::new(table);
+        let action = tx
+            .fast_append()
+            .add_data_files(files)
+            .set_snapshot_properties(properties);
+        let tx = action.apply(tx)?;
+        let fenced = Fenced {
+            inner: self.catalog,
+            table: &self.table,
+            expected: base_id,
+        };
+        let committed = match tx.commit(&fenced).await {
+            Ok(t) => t,
+            Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts => {
+                // A retried commit may have succeeded before its retry saw the conflict:
+                // only this attempt's own snapshot can say so.
+                let current = self.catalog.load_table(&self.table).await?;
+                if !committed_by(&current, base_id, &attempt_id) {
+                    self.delete_files(table, &file_paths).await;
+                    return Ok(None);
+                }
+                current
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.faults.check(PublishStep::AfterCommit)?;
+        let orphans_deleted = self.sweep(&committed, &partitions).await?;
+        let report = PublishReport {
+            snapshot_id: committed.metadata().current_snapshot_id(),
+            records,
+            entries: taken.iter().map(|p| p.entries.len()).sum(),
+            files: file_paths.len(),
+            partitions: taken.len(),
+            attempts: 0,
+            orphans_deleted,
+        };
+        tracing::info!(
+            table = %self.table,
+            snapshot_id = ?report.snapshot_id,
+            records = report.records,
+            files = report.files,
+            partitions = report.partitions,
+            "published"
+        );
+        Ok(Some(report))
+    }
+
+    /// The rows of a partition's taken entries, in commit-log and line order.
+    async fn read_rows(&self, part: &Taken) -> Result<Vec<Row>, PublishError> {
+        let mut rows = Vec::new();
+        for entry in &part.entries {
+            let Some(key) = &entry.object_key else {
+                continue; // every record of the range was dead-lettered
+            };
+            let bad = |detail: String| PublishError::BadObject {
+                partition: part.id.to_string(),
+                object_key: key.clone(),
+                detail,
+            };
+            let body = self
+                .objects
+                .get(key)
+                .await?
+                .ok_or_else(|| PublishError::MissingObject {
+                    partition: part.id.to_string(),
+                    object_key: key.clone(),
+                })?;
+            let lines = bronze::bronze::read_raw_lines(&body).map_err(|e| bad(e.to_string()))?;
+            if lines.len() as u64 != entry.records {
+                return Err(bad(format!(
+                    "holds {} lines, its commit says {} records",
+                    lines.len(),
+                    entry.records
+                )));
+            }
+            let log_position = entry.position.and_then(|p| i64::try_from(p).ok());
+            for (n, line) in lines.iter().enumerate() {
+                let mut row = parse_line(key, n + 1, line)?;
+                row.log_position = log_position;
+                if row.cursor_sortable < entry.first || row.cursor_sortable > entry.last {
+                    return Err(bad(format!(
+                        "line {} cursor {} is outside the committed range",
+                        n + 1,
+                        row.cursor
+                    )));
+                }
+                rows.push(row);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Writes a partition's rows: one data file per day (rolled at the target size).
+    async fn write_files(
+        &self,
+        table: &Table,
+        part: &Taken,
+        attempt_id: &str,
+        rows: Vec<Row>,
+    ) -> Result<Vec<DataFile>, PublishError> {
+        let metadata = table.metadata();
+        let schema = metadata.current_schema().clone();
+        let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
+        let spec = metadata.default_partition_spec().as_ref().clone();
+        let Some(first) = part.entries.first() else {
+            return Ok(Vec::new());
+        };
+        let names = DefaultFileNameGenerator::new(
+            file_prefix(&part.id, first, attempt_id),
+            None,
+            DataFileFormat::Parquet,
+        );
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        let mut by_day: BTreeMap<Option<i32>, Vec<Row>> = BTreeMap::new();
+        for row in rows {
+            by_day.entry(row.day()).or_default().push(row);
+        }
+        let mut files = Vec::new();
+        for (day, rows) in by_day {
+            let key = PartitionKey::new(
+                spec.clone(),
+                schema.clone(),
+                Struct::from_iter([
+                    Some(Literal::string(&part.id.stream)),
+                    day.map(Literal::date),
+                ]),
+            );
+            let rolling = RollingFileWriterBuilder::new(
+                ParquetWriterBuilder::new(properties.clone(), schema.clone()),
+                self.settings.target_file_bytes,
+                table.file_io().clone(),
+                DefaultLocationGenerator::new(metadata)?,
+                names.clone(),
+            );
+            let mut writer = DataFileWriterBuilder::new(rolling).build(Some(key)).await?;
+            for chunk in rows.chunks(self.settings.rows_per_batch.max(1)) {
+                writer.write(to_batch(&arrow_schema, chunk)?).await?;
+            }
+            files.extend(writer.close().await?);
+        }
+        Ok(files)
+    }
+
+    /// Best-effort deletion of an attempt's own files after it lost the commit.
+    async fn delete_files(&self, table: &Table, paths: &[String]) {
+        for path in paths {
+            if let Err(e) = table.file_io().delete(path).await {
+                tracing::warn!(path, error = %e, "could not delete an uncommitted data file; the next publish sweeps it");
+            }
+        }
+    }
+
+    /// Deletes orphaned data files (see [`plan::is_orphan`]) of a table in a local
+    /// (`file://`) warehouse, or in the Bronze bucket. Returns how many it deleted.
+    async fn sweep(
+        &self,
+        table: &Table,
+        partitions: &[PartitionId],
+    ) -> Result<usize, PublishError> {
+        if table.metadata().current_snapshot().is_none() {
+            return Ok(0);
+        }
+        let marks = published_watermarks(table);
+        let by_tag: HashMap<String, Watermark> = partitions
+            .iter()
+            .filter_map(|id| {
+                marks
+                    .get(&partition_key(id))
+                    .map(|w| (partition_tag(id), w.clone()))
+            })
+            .collect();
+        let data_dir = format!("{}/data", table.metadata().location().trim_end_matches('/'));
+        let listed = self.list_files(&data_dir).await?;
+        if listed.is_empty() {
+            return Ok(0);
+        }
+        let referenced: HashSet<String> = table
+            .scan()
+            .select_all()
+            .build()?
+            .plan_files()
+            .await?
+            .map_ok(|task| task.data_file_path().to_owned())
+            .try_collect()
+            .await?;
+        let mut deleted = 0;
+        for path in listed {
+            let name = path.rsplit('/').next().unwrap_or_default();
+            if !referenced.contains(&path) && plan::is_orphan(name, &by_tag) {
+                // Another publisher (the attempt that lost, or a concurrent sweep) may delete
+                // it first; whatever is left is swept by the next publish.
+                match table.file_io().delete(&path).await {
+                    Ok(()) => {
+                        tracing::info!(path, "deleted an orphaned data file");
+                        deleted += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(path, error = %e, "could not delete an orphaned data file; the next publish sweeps it");
+                    }
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Every file under `dir` (a `file://` path or a location in the Bronze bucket).
+    async fn list_files(&self, dir: &str) -> Result<Vec<String>, PublishError> {
+        if let Some(local) = dir.strip_prefix("file://") {
+            return Ok(list_local(std::path::Path::new(local))
+                .into_iter()
+                .map(|p| format!("file://{}", p.display()))
+                .collect());
+        }
+        let bucket_url = self.objects.url("");
+        if let Some(prefix) = dir.strip_prefix(&bucket_url) {
+            let keys = self.objects.list_after(&format!("{prefix}/"), "").await?;
+            return Ok(keys.iter().map(|k| self.objects.url(k)).collect());
+        }
+        tracing::warn!(
+            dir,
+            "cannot list this warehouse; orphaned data files are not swept"
+        );
+        Ok(Vec::new())
+    }
+}
+
+fn list_local(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in read.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(list_local(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The watermarks of the newest snapshot on the current branch that a publisher made (it
+/// carries [`ATTEMPT_PROPERTY`]). Usually the current snapshot; another writer's snapshot
+/// on top (a compaction, a maintenance job) carries no watermarks and must not reset them.
+pub fn published_watermarks(table: &Table) -> BTreeMap<String, Watermark> {
+    let metadata = table.metadata();
+    let mut current = metadata.current_snapshot();
+    while let Some(snapshot) = current {
+        let props = &snapshot.summary().additional_properties;
+        if props.contains_key(ATTEMPT_PROPERTY) {
+            return plan::watermarks(props);
+        }
+        current = snapshot
+            .parent_snapshot_id()
+            .and_then(|id| metadata.snapshot_by_id(id));
+    }
+    BTreeMap::new()
+}
+
+/// Whether a snapshot made by `attempt_id` is on the current branch above `base`.
+fn committed_by(table: &Table, base: Option<i64>, attempt_id: &str) -> bool {
+    let metadata = table.metadata();
+    let mut current = metadata.current_snapshot();
+    while let Some(snapshot) = current {
+        if Some(snapshot.snapshot_id()) == base {
+            return false;
+        }
+        if snapshot
+            .summary()
+            .additional_properties
+            .get(ATTEMPT_PROPERTY)
+            .is_some_and(|a| a == attempt_id)
+        {
+            return true;
+        }
+        current = snapshot
+            .parent_snapshot_id()
+            .and_then(|id| metadata.snapshot_by_id(id));
+    }
+    false
+}
