@@ -157,11 +157,18 @@ def inspect():
     items = [i for i in items if not i["pk"]["S"].startswith("lease#")]
     items.sort(key=lambda i: (i["pk"]["S"], i["sk"]["S"] != "checkpoint", i["sk"]["S"]))
     for item in items:
-        kind = "checkpoint" if item["sk"]["S"] == "checkpoint" else "commit    "
         pk = item["pk"]["S"]
+        if item["sk"]["S"] == "positions":
+            # The partition's commit-log positions (the Iceberg publisher's watermarks).
+            print(f"positions  {pk:<40} last={item.get('last_position', {}).get('N', '-')} "
+                  f"reset_floor={item.get('reset_floor', {}).get('N', '0')}")
+            continue
+        kind = "checkpoint" if item["sk"]["S"] == "checkpoint" else "commit    "
+        position = item.get("position", {}).get("N")
         print(f"{kind} {pk:<40} first={cursor_text(pk, item['first']['S'])} "
               f"last={cursor_text(pk, item['last']['S'])} records={item['records']['N']} "
-              f"dead_lettered={item['dead_lettered']['N']} object={item.get('object_key', {}).get('S', '-').rsplit('/', 1)[-1]}")
+              f"dead_lettered={item['dead_lettered']['N']} object={item.get('object_key', {}).get('S', '-').rsplit('/', 1)[-1]}"
+              + (f" position={position}" if position else ""))
     if leases:
         print(f"\n== Kinesis shard leases in {TABLE}")
         for item in sorted(leases, key=lambda i: (i["pk"]["S"], i["sk"]["S"])):
