@@ -21,7 +21,9 @@
 mod common;
 
 use anyhow::{Context, Result, bail};
-use common::{RunnerProc, Tansu, committed, connector_yaml, get, metric};
+use common::{
+    RunnerProc, Tansu, committed, connector_yaml, cpu_secs, env_u64, find_pid, get, machine, metric,
+};
 use integration_tests::Stack;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -38,13 +40,6 @@ const HEARTBEAT_MS: &str = "3000";
 /// served one partition at a time and the consumer lost its assignment after 152,178 messages.
 fn buffer_max_bytes() -> u64 {
     env_u64("BENCH_BUFFER_MIB", 4) << 20
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.replace('_', "").parse().expect("a number"))
-        .unwrap_or(default)
 }
 
 /// What the runner's `to_record` copies out of a message.
@@ -192,43 +187,6 @@ fn runner_section(bootstrap: &str, group: &str, topic: &str) -> String {
   shutdown_timeout_ms: 20000
 "#
     )
-}
-
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned());
-    format!("{cpus} CPUs (nproc), {model}")
-}
-
-/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`
-/// (clock ticks at the usual 100 Hz).
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
-}
-
-/// The process whose command line contains all of `needles` (the broker, moto).
-fn find_pid(needles: &[&str]) -> Option<u32> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        (pid != me && needles.iter().all(|n| cmdline.contains(n))).then_some(pid)
-    })
 }
 
 /// CPU seconds of the bench itself, the broker and moto (where known).

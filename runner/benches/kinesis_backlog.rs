@@ -47,20 +47,13 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
 use bronze::cursor::{Cursor, KinesisCursor, SequenceNumber};
 use bronze::record::Source;
-use common::{RunnerProc, connector_yaml};
+use common::{RunnerProc, connector_yaml, cpu_secs, env_u64, find_pid, machine};
 use integration_tests::Stack;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// At most 5 GetRecords per second per shard, as the runner reads.
 const MIN_GAP: Duration = Duration::from_millis(200);
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.replace('_', "").parse().expect("a number"))
-        .unwrap_or(default)
-}
 
 fn payload(n: u64, pad: &str) -> Vec<u8> {
     format!("{{\"n\":{n},\"k\":\"k{}\",\"pad\":\"{pad}\"}}", n % 97).into_bytes()
@@ -321,34 +314,10 @@ fn runner_section(stream: &str, limit: i32, buffer: u64, latency_ms: u64) -> Str
     )
 }
 
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned());
-    format!("{cpus} CPUs (nproc), {model}")
-}
-
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
-}
-
-/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
 }
 
 /// The moto server at `AWS_ENDPOINT_URL`, found by its command line.
@@ -359,13 +328,7 @@ fn moto_pid() -> Option<u32> {
         .next()?
         .trim_end_matches('/')
         .to_owned();
-    let needle = format!("-p {port}");
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        (cmdline.contains("moto_server") && cmdline.contains(&needle)).then_some(pid)
-    })
+    find_pid(&["moto_server", &format!("-p {port}")])
 }
 
 /// The value of `metric` (a full sample name with labels) on the runner's `/metrics`, by a
