@@ -5,7 +5,10 @@ use bronze::sources::{self, App, kinesis};
 use bronze::telemetry::{self, Metrics};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
-#[tokio::main]
+// One invocation at a time: the handler, the SDK's connections and the Runtime API client all
+// run on one thread (no worker threads to wake, park or give their own malloc arenas); the
+// compression runs on rayon's threads, one per core (`bronze::compress::Pipeline`).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init_json_logs();
     // A bad configuration fails every invocation with an error naming the field, instead of

@@ -47,12 +47,89 @@ pub struct KinesisData {
     pub partition_key: String,
     /// The sequence number (a decimal string of up to 128 digits).
     pub sequence_number: String,
-    /// The payload, base64-encoded.
-    pub data: String,
+    /// The payload, base64-decoded while the event is read.
+    pub data: KinesisPayload,
     /// Seconds since the epoch as a JSON number with a fraction (kept as its text so that
     /// it converts to milliseconds exactly).
     #[serde(default)]
     pub approximate_arrival_timestamp: Option<Box<RawValue>>,
+}
+
+/// A Kinesis record's `data`, base64-decoded while the event is read: the decoder reads the
+/// base64 text where it lies in the event body (serde_json hands it over as bytes, without
+/// copying it and without UTF-8 validation, when it has no escapes, which base64 never
+/// needs) and writes the payload bytes straight into their own buffer, so the base64 text of
+/// the records is never held beside the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KinesisPayload {
+    /// The payload bytes, exactly as the producer wrote them.
+    Bytes(Vec<u8>),
+    /// `data` is not valid base64: the text as it came (it goes to the dead letter whole)
+    /// and why it does not decode. The record is poison, the event is not failed.
+    NotBase64 {
+        /// The `data` text, byte for byte.
+        text: Vec<u8>,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+impl KinesisPayload {
+    /// Decodes one `data` text: standard base64 with padding and canonical trailing bits
+    /// (what Kinesis writes), decoded with SIMD (`base64-simd`, already linked by the AWS
+    /// SDK). A text it refuses is checked again by the `base64` crate, which names the
+    /// offending byte; both accept exactly the same texts (test
+    /// `simd_and_scalar_base64_accept_the_same_texts`).
+    pub fn decode(text: &[u8]) -> Self {
+        match base64_simd::STANDARD.decode_to_vec(text) {
+            Ok(bytes) => KinesisPayload::Bytes(bytes),
+            Err(_) => {
+                use base64::Engine as _;
+                match base64::engine::general_purpose::STANDARD.decode(text) {
+                    Ok(bytes) => KinesisPayload::Bytes(bytes),
+                    Err(e) => KinesisPayload::NotBase64 {
+                        text: text.to_vec(),
+                        reason: e.to_string(),
+                    },
+                }
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for KinesisPayload {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Base64Text;
+        impl Visitor<'_> for Base64Text {
+            type Value = KinesisPayload;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a base64 string")
+            }
+            // serde_json's deserialize_bytes gives a string's bytes: borrowed from the body
+            // (visit_borrowed_bytes, which defaults to this), or from its scratch buffer when
+            // the string has escapes. Other deserializers give a string.
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<KinesisPayload, E> {
+                Ok(KinesisPayload::decode(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KinesisPayload, E> {
+                Ok(KinesisPayload::decode(v.as_bytes()))
+            }
+        }
+        d.deserialize_bytes(Base64Text)
+    }
+}
+
+impl Serialize for KinesisPayload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            KinesisPayload::Bytes(bytes) => {
+                s.serialize_str(&base64_simd::STANDARD.encode_to_string(bytes))
+            }
+            KinesisPayload::NotBase64 { text, .. } => {
+                s.serialize_str(&String::from_utf8_lossy(text))
+            }
+        }
+    }
 }
 
 /// A Kafka event source mapping's event (MSK or self-managed).
@@ -288,6 +365,99 @@ mod tests {
             "1e30",
         ] {
             assert!(seconds_text_to_millis(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kinesis_data_is_decoded_as_the_event_is_read() {
+        let record = |data: &str| {
+            format!(
+                r#"{{"kinesis":{{"partitionKey":"k","sequenceNumber":"1","data":{data}}},"eventSource":"aws:kinesis"}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"Records":[{},{},{},{}]}}"#,
+            record(r#""eyJhIjoxfQ==""#),
+            // JSON may escape the '/' of base64 ("\/"): the unescaped text is decoded.
+            record(r#""\/\/8=""#),
+            record(r#""not base64!""#),
+            record(r#""""#)
+        );
+        let expected = [
+            KinesisPayload::Bytes(b"{\"a\":1}".to_vec()),
+            KinesisPayload::Bytes(vec![0xff, 0xff]),
+            KinesisPayload::NotBase64 {
+                text: b"not base64!".to_vec(),
+                reason: "Invalid symbol 32, offset 3.".into(),
+            },
+            KinesisPayload::Bytes(vec![]),
+        ];
+        // From the raw body (borrowed text), and through a serde_json::Value (owned text).
+        let from_slice: KinesisEvent = serde_json::from_slice(text.as_bytes()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let from_value: KinesisEvent = serde_json::from_value(value).unwrap();
+        for event in [from_slice, from_value] {
+            let data: Vec<_> = event.records.into_iter().map(|r| r.kinesis.data).collect();
+            assert_eq!(data, expected);
+        }
+        // Written back as base64 (a bad text as it came).
+        let again = serde_json::to_string(&expected[1]).unwrap();
+        assert_eq!(again, r#""//8=""#);
+        assert_eq!(
+            serde_json::to_string(&expected[2]).unwrap(),
+            r#""not base64!""#
+        );
+        // `data` must be a string.
+        assert!(
+            serde_json::from_str::<KinesisEvent>(&format!(r#"{{"Records":[{}]}}"#, record("1")))
+                .is_err()
+        );
+    }
+
+    fn same_verdict(text: &[u8]) {
+        use base64::Engine as _;
+        let simd = base64_simd::STANDARD.decode_to_vec(text).ok();
+        let scalar = base64::engine::general_purpose::STANDARD.decode(text).ok();
+        assert_eq!(simd, scalar, "{:?}", String::from_utf8_lossy(text));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The SIMD decoder accepts a text exactly when the `base64` crate does, with the same
+        /// bytes: every encoding, and every one-character change, cut or padding change of it
+        /// (non-canonical trailing bits, missing or extra padding, padding inside, bytes
+        /// outside the alphabet), and arbitrary texts over the alphabet and beyond.
+        #[test]
+        fn simd_and_scalar_base64_accept_the_same_texts(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            with in proptest::prelude::any::<u8>(),
+            text in "[A-Za-z0-9+/=]{0,40}|[ -~]{0,16}",
+        ) {
+            use base64::Engine as _;
+            same_verdict(text.as_bytes());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes).into_bytes();
+            same_verdict(&encoded);
+            if !encoded.is_empty() {
+                let i = at.index(encoded.len());
+                let mut changed = encoded.clone();
+                changed[i] = with;
+                same_verdict(&changed);
+                changed[i] = b"AQgw+/=-_ \n"[usize::from(with) % 11];
+                same_verdict(&changed);
+                same_verdict(&encoded[..i]);
+                let last = encoded.len() - 1 - encoded.iter().rev().take_while(|&&b| b == b'=').count();
+                for alphabet in [b'A', b'B', b'Q', b'R', b'g', b'h', b'w', b'x'] {
+                    let mut tail = encoded.clone();
+                    tail[last] = alphabet;
+                    same_verdict(&tail);
+                }
+                let unpadded: Vec<u8> = encoded.iter().copied().filter(|&b| b != b'=').collect();
+                same_verdict(&unpadded);
+                same_verdict(&[&encoded[..], b"="].concat());
+                same_verdict(&[&encoded[..], b"===="].concat());
+                same_verdict(&[&encoded[..], &encoded[..]].concat());
+            }
         }
     }
 

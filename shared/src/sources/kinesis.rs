@@ -5,7 +5,7 @@
 //! Lambda retries from there; permanent failures fail the invocation.
 
 pub use super::event::KinesisEvent;
-use super::event::seconds_text_to_millis;
+use super::event::{KinesisPayload, seconds_text_to_millis};
 use super::kpl;
 use super::{App, SourceError, failures, land_all, newest_record_age, prepare};
 use crate::cursor::{Cursor, KinesisCursor, SequenceNumber};
@@ -13,9 +13,6 @@ use crate::engine::RunContext;
 use crate::record::{Header, PartitionBatch, PartitionId, Record, Source, group_by_partition};
 use crate::telemetry::Metrics;
 use aws_lambda_events::streams::{KinesisBatchItemFailure, KinesisEventResponse};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-
 /// Stream name from an event source ARN `arn:aws:kinesis:<region>:<account>:stream/<name>`.
 pub fn stream_name(arn: &str) -> Option<&str> {
     arn.split_once(":stream/")
@@ -113,15 +110,17 @@ pub fn to_batches_reporting(
             .transpose()
             .map_err(|e| malformed(index, format!("approximateArrivalTimestamp {e}")))?;
         let id = PartitionId::new(Source::Kinesis, stream, shard);
-        let (landed, bad) = match B64.decode(r.kinesis.data.as_bytes()) {
-            Ok(bytes) => records_of(sequence, r.kinesis.partition_key, bytes, timestamp_ms),
-            Err(e) => {
+        let (landed, bad) = match r.kinesis.data {
+            KinesisPayload::Bytes(bytes) => {
+                records_of(sequence, r.kinesis.partition_key, bytes, timestamp_ms)
+            }
+            KinesisPayload::NotBase64 { text, reason } => {
                 let mut record =
                     records_of(sequence, r.kinesis.partition_key, Vec::new(), timestamp_ms)
                         .0
                         .remove(0);
-                record.payload = Some(r.kinesis.data.into_bytes());
-                record.defect = Some(format!("data is not valid base64 ({e})"));
+                record.payload = Some(text);
+                record.defect = Some(format!("data is not valid base64 ({reason})"));
                 (vec![record], None)
             }
         };
@@ -356,6 +355,8 @@ async fn recheck_skipped(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
 
     #[test]
     fn stream_name_from_arn() {
