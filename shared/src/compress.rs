@@ -144,11 +144,11 @@ impl Compression {
 }
 
 thread_local! {
-    /// This thread's encoder (its level) and output buffer, kept between members: a
-    /// libdeflate compressor at level 6 or a zstd context is a few hundred KiB to a few MiB of
-    /// tables that would otherwise be allocated, faulted in and freed for every member.
+    /// This thread's encoder (its level), kept between members: a libdeflate compressor at
+    /// level 6 or a zstd context is a few hundred KiB to a few MiB of tables that would
+    /// otherwise be allocated, faulted in and freed for every member. Output buffers are not
+    /// kept: each member is compressed into its own buffer (see [`Encoder::encode`]).
     static ENCODER: RefCell<Option<(Compression, Encoder)>> = const { RefCell::new(None) };
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 enum Encoder {
@@ -170,33 +170,36 @@ impl Encoder {
         }
     }
 
-    /// Compresses `input` into `buf`, returning the length of the output at its start.
-    fn encode(&mut self, input: &[u8], buf: &mut Vec<u8>) -> usize {
-        match self {
+    /// Compresses `input` into a buffer of exactly the output's size. The buffer is
+    /// allocated at the encoder's bound and shrunk to the output; libdeflate needs it zeroed, which
+    /// `vec![0; n]` gets from calloc (for a member-sized buffer, fresh zero pages from mmap,
+    /// so only the pages the output fills are ever touched). Nothing stays allocated between
+    /// members but the encoder, and the output is not copied.
+    fn encode(&mut self, input: &[u8]) -> Vec<u8> {
+        let mut out = match self {
             Encoder::Gzip(compressor) => {
-                // libdeflate writes into an initialised slice: the buffer is zeroed once, up
-                // to the largest bound seen, and reused as it is.
-                let bound = compressor.gzip_compress_bound(input.len());
-                if buf.len() < bound {
-                    buf.resize(bound, 0);
-                }
-                compressor
-                    .gzip_compress(input, &mut buf[..bound])
-                    .expect("the output buffer is gzip_compress_bound bytes, enough for any input")
+                let mut out = vec![0; compressor.gzip_compress_bound(input.len())];
+                let n = compressor
+                    .gzip_compress(input, &mut out)
+                    .expect("the output buffer is gzip_compress_bound bytes, enough for any input");
+                out.truncate(n);
+                out
             }
             Encoder::Zstd(compressor) => {
-                buf.clear();
-                buf.reserve(zstd::zstd_safe::compress_bound(input.len()));
+                let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(input.len()));
                 compressor
-                    .compress_to_buffer(input, buf)
-                    .expect("the output buffer is compress_bound bytes, enough for any input")
+                    .compress_to_buffer(input, &mut out)
+                    .expect("the output buffer is compress_bound bytes, enough for any input");
+                out
             }
-        }
+        };
+        out.shrink_to_fit();
+        out
     }
 }
 
 /// Compresses one member: a complete gzip member or zstd frame holding `input`. The thread's
-/// encoder and buffer are reused between calls (the bytes are those of a fresh encoder: test
+/// encoder is reused between calls (the bytes are those of a fresh encoder: test
 /// `reused_encoders_give_the_same_bytes`); the member returned is exactly its size.
 pub fn compress_member(input: &[u8], c: Compression) -> Vec<u8> {
     ENCODER.with_borrow_mut(|slot| {
@@ -204,10 +207,7 @@ pub fn compress_member(input: &[u8], c: Compression) -> Vec<u8> {
             *slot = Some((c, Encoder::new(c)));
         }
         let (_, encoder) = slot.as_mut().expect("set above");
-        SCRATCH.with_borrow_mut(|buf| {
-            let n = encoder.encode(input, buf);
-            buf[..n].to_vec()
-        })
+        encoder.encode(input)
     })
 }
 
