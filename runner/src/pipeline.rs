@@ -247,6 +247,34 @@ impl Shared {
         self.paused_since_ms.store(value, Ordering::Relaxed);
     }
 
+    /// Backpressure for a source that reads from tasks of its own (Pulsar's consumer, one
+    /// Kinesis reader per shard): whether to hold off reading now. Fetching stops once
+    /// `max_buffer` bytes are held and resumes below half of it, for every task at once;
+    /// the pause is counted once and feeds stall detection, as Kafka's pause does.
+    pub fn hold_fetching(&self, max_buffer: u64) -> bool {
+        let buffered = self.buffered.load(Ordering::Relaxed);
+        let paused = self.paused_since_ms.load(Ordering::Relaxed) != 0;
+        if !paused && buffered >= max_buffer {
+            let since = now_ms().max(1);
+            if self
+                .paused_since_ms
+                .compare_exchange(0, since, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.pauses.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(buffered, cap = max_buffer, "backpressure: not reading");
+            }
+            true
+        } else if paused && buffered < max_buffer / 2 {
+            if self.paused_since_ms.swap(0, Ordering::Relaxed) != 0 {
+                tracing::info!(buffered, "backpressure released");
+            }
+            false
+        } else {
+            paused
+        }
+    }
+
     /// Why the pipeline is stalled, if it is: paused on a full buffer for at least
     /// `timeout` with no landing committed in that time.
     pub fn stalled(&self, timeout: Duration) -> Option<String> {
@@ -1013,6 +1041,29 @@ mod tests {
     use bronze::memory::{MemoryDlq, MemoryObjectStore, MemoryStateStore};
     use bronze::ports::StateStore;
     use bronze::record::Source;
+
+    #[test]
+    fn fetching_holds_from_the_cap_until_below_half_and_counts_one_pause() {
+        let shared = Arc::new(Shared::default());
+        assert!(!shared.hold_fetching(100));
+        let first = shared.reserve(60);
+        let second = shared.reserve(40);
+        // Several readers see the full buffer: one pause, and stall detection sees it.
+        assert!(shared.hold_fetching(100));
+        assert!(shared.hold_fetching(100));
+        assert_eq!(shared.pauses.load(Ordering::Relaxed), 1);
+        assert_ne!(shared.paused_since_ms.load(Ordering::Relaxed), 0);
+        // Below the cap but not below half: still held.
+        drop(second);
+        assert!(shared.hold_fetching(100));
+        // Below half: every reader resumes.
+        drop(first);
+        let _small = shared.reserve(49);
+        assert!(!shared.hold_fetching(100));
+        assert!(!shared.hold_fetching(100));
+        assert_eq!(shared.paused_since_ms.load(Ordering::Relaxed), 0);
+        assert_eq!(shared.pauses.load(Ordering::Relaxed), 1);
+    }
 
     fn limits(max_records: usize, max_bytes: u64, max_span_ms: i64) -> FileConfig {
         FileConfig {

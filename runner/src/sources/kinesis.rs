@@ -317,8 +317,8 @@ async fn read_shard(
         if cancel.load(Ordering::Relaxed) {
             return ReaderEnd::Cancelled;
         }
-        // Backpressure: read nothing while the buffer is full.
-        if ctx.shared.buffered.load(Ordering::Relaxed) >= ctx.max_buffer {
+        // Backpressure: read nothing from the buffer cap until it is below half of it.
+        if ctx.shared.hold_fetching(ctx.max_buffer) {
             if pause(Duration::from_millis(100), &cancel).await {
                 return ReaderEnd::Cancelled;
             }

@@ -305,23 +305,12 @@ async fn consume(
     shutdown_timeout: Duration,
 ) -> anyhow::Result<()> {
     let mut unacked: HashMap<PartitionId, Unacked> = HashMap::new();
-    let mut paused = false;
     loop {
         if stop.load(Ordering::Relaxed) {
             // Read nothing more; the pipeline drains what it holds.
             break;
         }
-        let buffered = shared.buffered.load(Ordering::Relaxed);
-        if !paused && buffered >= max_buffer {
-            paused = true;
-            shared.pauses.fetch_add(1, Ordering::Relaxed);
-            shared.set_paused(true);
-            tracing::info!(buffered, cap = max_buffer, "backpressure: not reading");
-        } else if paused && buffered < max_buffer / 2 {
-            paused = false;
-            shared.set_paused(false);
-            tracing::info!(buffered, "backpressure released");
-        }
+        let paused = shared.hold_fetching(max_buffer);
         tokio::select! {
             message = consumer.next(), if !paused => match message {
                 Some(Ok(message)) => {
