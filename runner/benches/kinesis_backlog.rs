@@ -28,7 +28,7 @@
 //! kinesis_backlog`. Settings (environment): `BENCH_RECORDS` [1000000], `BENCH_SHARDS` [4],
 //! `BENCH_AGG` user records per aggregate [100], `BENCH_PAD` [100], `BENCH_LIMIT` the
 //! GetRecords `Limit` of both readers (the runner's `kinesis.max_records`) [500],
-//! `BENCH_BUFFER_MIB` the runner's buffer [64], `BENCH_LATENCY_MS` the runner's
+//! `BENCH_BUFFER_MIB` the runner's buffer [256, the runner's default], `BENCH_LATENCY_MS` the runner's
 //! `files.max_latency_ms` [2000, as in the Kafka bench], `BENCH_COMPRESSION`
 //! `<codec>:<level>` of the Bronze objects [the connector's default, gzip 6],
 //! `BENCH_TIMEOUT_S` [900].
@@ -381,7 +381,7 @@ async fn main() -> Result<()> {
     let agg = env_u64("BENCH_AGG", 100).max(2);
     let pad = env_u64("BENCH_PAD", 100) as usize;
     let limit = i32::try_from(env_u64("BENCH_LIMIT", 500)).context("BENCH_LIMIT")?;
-    let buffer = env_u64("BENCH_BUFFER_MIB", 64) << 20;
+    let buffer = env_u64("BENCH_BUFFER_MIB", 256) << 20;
     let latency_ms = env_u64("BENCH_LATENCY_MS", 2000);
     // `<codec>:<level>` for the Bronze objects (the connector's default is gzip 6).
     let compression: Option<(String, u32)> = match std::env::var("BENCH_COMPRESSION") {
@@ -466,6 +466,11 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let landed = started.elapsed().as_secs_f64();
+    // How often reading paused on a full buffer (backpressure) meanwhile.
+    let pauses = address
+        .as_deref()
+        .and_then(|a| scrape(a, "bronze_buffer_pauses_total"))
+        .unwrap_or(0);
     let moto_runner = moto.and_then(cpu_secs).unwrap_or(0.0) - moto_before;
     let runner_cpu = cpu_secs(runner.pid()).unwrap_or(0.0);
     peak_rss = peak_rss.max(runner.peak_rss_kib().context("runner peak RSS")?);
@@ -537,7 +542,7 @@ async fn main() -> Result<()> {
         );
     }
     println!(
-        "runner (committed)  : {landed:.2} s, {:.0} records/s, {:.2} MB/s payload (first commit at {:.2} s); peak RSS {peak_rss} KiB; CPU s: runner {runner_cpu:.1}, moto {moto_runner:.1}",
+        "runner (committed)  : {landed:.2} s, {:.0} records/s, {:.2} MB/s payload (first commit at {:.2} s); peak RSS {peak_rss} KiB; CPU s: runner {runner_cpu:.1}, moto {moto_runner:.1}; buffer pauses {pauses}",
         rate(n, landed),
         payload_bytes as f64 / 1e6 / landed,
         first_commit.unwrap_or_default().as_secs_f64()
