@@ -193,7 +193,10 @@ impl ObjectStore for S3ObjectStore {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_type("application/gzip")
+            .content_type(
+                crate::compress::Codec::of_key(key)
+                    .map_or("application/octet-stream", |c| c.content_type()),
+            )
             .if_none_match("*")
             .body(body.into())
             .send()

@@ -37,6 +37,15 @@ impl Codec {
         }
     }
 
+    /// The object's `Content-Type`: `application/gzip` (RFC 6713) or `application/zstd`
+    /// (RFC 8878).
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Codec::Gzip => "application/gzip",
+            Codec::Zstd => "application/zstd",
+        }
+    }
+
     /// The level used when the connector file names none: gzip 6 (gzip's own default, and
     /// smaller output than zlib's level 6) and zstd 3 (zstd's own default).
     pub fn default_level(self) -> u32 {
@@ -439,6 +448,8 @@ mod tests {
         assert_eq!(Codec::of_key("p/1-2.jsonl.gz"), Some(Codec::Gzip));
         assert_eq!(Codec::of_key("p/1-2~ab.jsonl.zst"), Some(Codec::Zstd));
         assert_eq!(Codec::of_key("p/1-2.bin"), None);
+        assert_eq!(Codec::Gzip.content_type(), "application/gzip");
+        assert_eq!(Codec::Zstd.content_type(), "application/zstd");
         assert!(decompressed(b"not compressed").is_err());
     }
 
