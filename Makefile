@@ -58,7 +58,7 @@ lint: ## cargo fmt --check and clippy -D warnings
 validate-template: venv ## Validate template.yaml offline: cfn-lint (serverless rules) and SAM translation tests
 	scripts/validate-template.sh
 
-package: venv ## Build the arm64 Lambda zips (cargo-lambda + Zig) and check they are aarch64 executables
+package: venv ## Build the arm64 Lambda zips of the three functions (cargo-lambda + Zig) and check they are aarch64 executables
 	scripts/package.sh
 
 bench: ## Landing benchmark and KPL deaggregation per user record (see BENCHMARKS.md)

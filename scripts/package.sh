@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the deployable Lambda artifacts: `cargo lambda build --release --arm64 --output-format zip`
-# with Zig (PyPI ziglang) as the cross linker, then checks each bootstrap is an aarch64 ELF.
+# Builds the deployable Lambda artifacts of the three functions (the two consumers and the
+# publisher): `cargo lambda build --release --arm64 --output-format zip` with Zig (PyPI
+# ziglang) as the cross linker, then checks each bootstrap is an aarch64 ELF.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.venv/bin
@@ -8,7 +9,10 @@ venv=.venv/bin
 rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 "$venv/cargo-lambda" lambda build --release --arm64 --output-format zip \
   --bin kinesis-consumer --bin kafka-consumer
-for fn in kinesis-consumer kafka-consumer; do
+# The publisher on its own: built together, its dependencies (Arrow, Parquet, iceberg) could
+# unify features of crates the consumers share with it.
+"$venv/cargo-lambda" lambda build --release --arm64 --output-format zip --bin bronze-publisher
+for fn in kinesis-consumer kafka-consumer bronze-publisher; do
   zip="${CARGO_TARGET_DIR:-target}/lambda/$fn/bootstrap.zip"
   [ -f "$zip" ] || { echo "missing $zip" >&2; exit 1; }
   "$venv/python" - "$zip" <<'PY'

@@ -9,17 +9,21 @@
 //!   Bronze line becomes a typed row (payload text byte for byte).
 //! - [`plan`]: pure decisions: the watermarks in a snapshot summary, which commit-log entries
 //!   a publish takes, data file names.
-//! - [`catalog`]: opening the SQL catalog (SQLite for the local stack) and the fence that
-//!   turns Iceberg's append rebase into a conflict.
+//! - [`catalog`]: opening a catalog (`sqlite:<path>` for the local stack, `glue` for AWS)
+//!   and the fence that turns Iceberg's append rebase into a conflict.
 //! - [`publisher`]: one publish: read past the watermarks, write one Parquet file per stream
 //!   partition (and day), append them in one snapshot carrying the new watermarks.
+//! - [`job`]: one publish from its settings (bucket, state table, catalog, warehouse,
+//!   table), shared by `streaming-connector publish` and the scheduled Lambda function.
 //! - [`audit`]: `verify`'s table check: each partition's rows are the records of the
 //!   commit-log entries its watermark covers, none twice.
 //!
-//! This crate links Arrow and Parquet; the Lambda consumers do not depend on it.
+//! This crate links Arrow and Parquet; the Lambda consumers do not depend on it (only the
+//! publisher function does).
 
 pub mod audit;
 pub mod catalog;
+pub mod job;
 pub mod plan;
 pub mod publisher;
 pub mod table;

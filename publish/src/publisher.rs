@@ -171,8 +171,8 @@ impl Default for PublishSettings {
     }
 }
 
-/// What a publish did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a publish did (printed by `publish`, returned by the scheduled function).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PublishReport {
     /// The snapshot it committed, `None` when there was nothing to publish.
     pub snapshot_id: Option<i64>,

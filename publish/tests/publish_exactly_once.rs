@@ -4,349 +4,18 @@
 //! Every committed record is in the table exactly once with its payload byte for byte,
 //! after crashes at every step of a publish and with two publishers at once.
 
-use bronze::compress::{Codec, Compression};
+mod common;
+
+use bronze::compress::Compression;
 use bronze::config::{KeyStrategy, PayloadFormat, StreamSettings};
-use bronze::cursor::{Cursor, KafkaOffset, KinesisCursor, SequenceNumber};
-use bronze::engine::{Lander, PartitionOutcome, RunContext};
-use bronze::memory::{Faults, MemoryDlq, MemoryObjectStore, MemoryStateStore};
+use bronze::cursor::{Cursor as _, KafkaOffset, KinesisCursor, SequenceNumber};
 use bronze::ports::StateStore as _;
-use bronze::record::{Header, PartitionBatch, PartitionId, Record, Source};
-use bronze::telemetry::Metrics;
+use bronze::record::{PartitionId, Source};
+use common::Env;
 use iceberg::{Catalog, TableIdent};
-use publish::catalog::open_sql;
-use publish::publisher::{PublishError, PublishFaults, PublishSettings, PublishStep, Publisher};
-use serde_json::Value;
+use publish::publisher::{PublishError, PublishFaults, PublishStep};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// What a record must look like in the table: (source, stream, partition, cursor) to
-/// (payload text, payload bytes as base64, timestamp µs).
-type Expected =
-    BTreeMap<(String, String, String, String), (Option<String>, Option<String>, Option<i64>)>;
-
-struct Env {
-    dir: PathBuf,
-    objects: Arc<MemoryObjectStore>,
-    state: Arc<MemoryStateStore>,
-    lander: Lander,
-    expected: Expected,
-    next: HashMap<PartitionId, u64>,
-}
-
-const DAY_MS: i64 = 86_400_000;
-const T0: i64 = 1_764_201_600_000; // 2025-11-27T00:00:00Z
-
-impl Env {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("bronze-publish-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(dir.join("warehouse")).expect("temp dir");
-        let faults = Faults::new();
-        let objects = Arc::new(MemoryObjectStore::new(faults.clone()));
-        let state = Arc::new(MemoryStateStore::new(faults.clone()));
-        let lander = Lander::new(
-            objects.clone(),
-            state.clone(),
-            Arc::new(MemoryDlq::new(faults)),
-            "bronze",
-        );
-        Self {
-            dir,
-            objects,
-            state,
-            lander,
-            expected: BTreeMap::new(),
-            next: HashMap::new(),
-        }
-    }
-
-    fn catalog_uri(&self) -> String {
-        format!("sqlite:{}", self.dir.join("catalog.db").display())
-    }
-
-    fn warehouse(&self) -> String {
-        format!("file://{}", self.dir.join("warehouse").display())
-    }
-
-    async fn catalog(&self) -> Arc<dyn Catalog> {
-        open_sql(&self.catalog_uri(), &self.warehouse(), HashMap::new())
-            .await
-            .expect("open the SQL catalog")
-    }
-
-    fn publisher<'a>(
-        &'a self,
-        catalog: &'a dyn Catalog,
-        faults: Arc<PublishFaults>,
-    ) -> Publisher<'a> {
-        Publisher {
-            state: self.state.as_ref(),
-            objects: self.objects.as_ref(),
-            catalog,
-            table: TableIdent::from_strs(["bronze", "records"]).expect("ident"),
-            settings: PublishSettings::default(),
-            faults,
-        }
-    }
-
-    /// Lands `n` more records on each of three Kafka partitions and one Kinesis shard, in
-    /// batches of `batch`, with payloads of every shape.
-    async fn land(&mut self, n: u64, batch: usize) {
-        let metrics = Metrics::default();
-        let run = RunContext {
-            run_id: "run-1",
-            now_ms: T0,
-            metrics: &metrics,
-        };
-        let kafka = StreamSettings {
-            group: Some("commerce".into()),
-            payload_format: PayloadFormat::Auto,
-            key_strategy: KeyStrategy::Raw,
-            parallelization_factor: 1,
-            schema: None,
-            compression: Compression::default(),
-        };
-        for p in 0..3 {
-            let id = PartitionId::new(Source::Kafka, "orders", p.to_string());
-            self.land_partition(&id, n, batch, &kafka, &run, KafkaOffset)
-                .await;
-        }
-        let id = PartitionId::new(Source::Kinesis, "clicks", "shardId-000000000000");
-        let sequence = |i: u64| {
-            let seq = format!("4959{:040}", 1_000_000 + i);
-            KinesisCursor::plain(SequenceNumber::parse(&seq).expect("sequence"))
-        };
-        // The Kinesis stream lands zstd objects: the publisher reads both formats.
-        let kinesis = StreamSettings {
-            compression: Compression::of(Codec::Zstd),
-            ..kafka
-        };
-        self.land_partition(&id, n, batch, &kinesis, &run, sequence)
-            .await;
-    }
-
-    /// Lands the partition's next `n` records (cursor `i` from `cursor(i)`) in batches.
-    async fn land_partition<C: Cursor>(
-        &mut self,
-        id: &PartitionId,
-        n: u64,
-        batch: usize,
-        settings: &StreamSettings,
-        run: &RunContext<'_>,
-        cursor: impl Fn(u64) -> C,
-    ) {
-        let start = *self.next.get(id).unwrap_or(&0);
-        let records: Vec<Record<C>> = (start..start + n)
-            .map(|i| self.record(id, cursor(i), i))
-            .collect();
-        self.next.insert(id.clone(), start + n);
-        for chunk in records.chunks(batch) {
-            let batch = PartitionBatch {
-                id: id.clone(),
-                records: chunk.to_vec(),
-            };
-            let outcome = self.lander.land(&batch, settings, *run).await;
-            assert!(
-                matches!(outcome, PartitionOutcome::Landed { .. }),
-                "{outcome:?}"
-            );
-        }
-    }
-
-    /// Lands one batch: records `indices` (payload `i`, cursor `cursor(i)`), in this order.
-    async fn land_batch<C: Cursor>(
-        &mut self,
-        id: &PartitionId,
-        indices: impl IntoIterator<Item = u64>,
-        settings: &StreamSettings,
-        cursor: impl Fn(u64) -> C,
-    ) {
-        let metrics = Metrics::default();
-        let run = RunContext {
-            run_id: "run-2",
-            now_ms: T0,
-            metrics: &metrics,
-        };
-        let records: Vec<Record<C>> = indices
-            .into_iter()
-            .map(|i| self.record(id, cursor(i), i))
-            .collect();
-        let batch = PartitionBatch {
-            id: id.clone(),
-            records,
-        };
-        let outcome = self.lander.land(&batch, settings, run).await;
-        assert!(
-            matches!(outcome, PartitionOutcome::Landed { .. }),
-            "{outcome:?}"
-        );
-    }
-
-    async fn publish(&self, catalog: &dyn Catalog) -> publish::publisher::PublishReport {
-        self.publisher(catalog, Arc::default())
-            .publish()
-            .await
-            .expect("publish")
-    }
-
-    fn record<C: Cursor>(&mut self, id: &PartitionId, cursor: C, i: u64) -> Record<C> {
-        let payload: Option<Vec<u8>> = match i % 6 {
-            0 => Some(format!("{{\"n\":{i},\"big\":123456789012345678901234567890}}").into_bytes()),
-            1 => Some(
-                format!(" {{\"a\":1,\"a\":2,\r\n\"f\":1.0000000000000000001,\"i\":{i}}} ")
-                    .into_bytes(),
-            ),
-            2 => Some(vec![0xff, 0x00, b'x', (i % 256) as u8]),
-            3 => None,
-            4 => Some(format!("{}{i}{}", "[".repeat(200), "]".repeat(200)).into_bytes()),
-            _ => Some(format!("\"caf\u{e9} {i} ,\\\"payload\\\":1\"").into_bytes()),
-        };
-        let (text, bytes) = match &payload {
-            None => (None, None),
-            Some(p) if serde_json::from_slice::<serde::de::IgnoredAny>(p).is_ok() || i % 6 == 4 => {
-                let lossless: Vec<u8> = p
-                    .iter()
-                    .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b })
-                    .collect();
-                (Some(String::from_utf8(lossless).expect("utf8")), None)
-            }
-            Some(p) => {
-                use base64::Engine as _;
-                (
-                    None,
-                    Some(base64::engine::general_purpose::STANDARD.encode(p)),
-                )
-            }
-        };
-        // Two days, so the day partition splits files.
-        let ts = T0 + (i as i64 % 2) * DAY_MS + i as i64;
-        self.expected.insert(
-            (
-                id.source.to_string(),
-                id.stream.clone(),
-                id.partition.clone(),
-                cursor.to_string(),
-            ),
-            (text, bytes, Some(ts * 1000)),
-        );
-        Record {
-            cursor,
-            key: Some(format!("k{i}").into_bytes()),
-            headers: vec![
-                Header {
-                    key: "trace".into(),
-                    value: Some(b"abc".to_vec()),
-                    raw_key: None,
-                },
-                Header {
-                    key: "bin".into(),
-                    value: Some(vec![0xc3, 0x28]),
-                    raw_key: None,
-                },
-            ],
-            timestamp_ms: Some(ts),
-            payload,
-            defect: None,
-            schema_id: None,
-        }
-    }
-
-    /// The table as pyiceberg and DuckDB read it (`scripts/read_iceberg.py`).
-    fn read(&self) -> Value {
-        let out = std::process::Command::new(python())
-            .arg(workspace().join("scripts/read_iceberg.py"))
-            .arg(self.dir.join("catalog.db"))
-            .arg(self.warehouse())
-            .output()
-            .expect("run scripts/read_iceberg.py");
-        assert!(
-            out.status.success(),
-            "read_iceberg.py failed (run `make venv`: pyiceberg and duckdb are in requirements-dev.txt): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("json")
-    }
-
-    /// Reads the table with pyiceberg and DuckDB and checks it holds exactly the expected
-    /// records, each once, byte for byte; and that the warehouse holds no orphan.
-    fn check(&self) -> Value {
-        let read = self.read();
-        for engine in ["pyiceberg", "duckdb"] {
-            let rows = read[engine].as_array().expect("rows");
-            let mut seen: Expected = BTreeMap::new();
-            for row in rows {
-                let s = |k: &str| row[k].as_str().unwrap_or_default().to_owned();
-                let key = (s("source"), s("stream"), s("partition"), s("cursor"));
-                let value = (
-                    row["payload"].as_str().map(str::to_owned),
-                    row["payload_base64"].as_str().map(str::to_owned),
-                    row["timestamp"].as_i64(),
-                );
-                assert!(
-                    seen.insert(key.clone(), value).is_none(),
-                    "{engine}: {key:?} twice"
-                );
-                assert_eq!(
-                    row["headers"][1]["value_base64"], "wyg=",
-                    "{engine}: headers"
-                );
-                assert_eq!(row["headers"][0]["value"], "abc", "{engine}: headers");
-                assert!(
-                    row["log_position"].as_i64().is_some(),
-                    "{engine}: log_position"
-                );
-            }
-            assert_eq!(seen.len(), self.expected.len(), "{engine}: record count");
-            for (key, want) in &self.expected {
-                assert_eq!(seen.get(key), Some(want), "{engine}: {key:?}");
-            }
-        }
-        // No orphan: the warehouse's data files are exactly the ones the table lists.
-        let mut listed: Vec<String> = read["files"]
-            .as_array()
-            .expect("files")
-            .iter()
-            .map(|f| f.as_str().unwrap_or_default().to_owned())
-            .collect();
-        listed.sort();
-        let mut on_disk: Vec<String> = data_files(&self.dir.join("warehouse"))
-            .iter()
-            .map(|p| format!("file://{}", p.display()))
-            .collect();
-        on_disk.sort();
-        assert_eq!(on_disk, listed, "orphaned or missing data files");
-        read
-    }
-}
-
-fn data_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(data_files(&path));
-        } else if path.extension().is_some_and(|e| e == "parquet") {
-            out.push(path);
-        }
-    }
-    out
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf()
-}
-
-fn python() -> PathBuf {
-    let venv = workspace().join(".venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_every_committed_record_once_compacted() {
@@ -363,7 +32,7 @@ async fn publishes_every_committed_record_once_compacted() {
     assert_eq!(report.entries, 500);
     // One file per stream partition and day: 4 partitions x 2 days.
     assert_eq!(report.files, 8);
-    env.check();
+    env.check().await;
 
     // Nothing new: no snapshot.
     let again = env
@@ -380,7 +49,7 @@ async fn publishes_every_committed_record_once_compacted() {
         .await
         .expect("publish");
     assert_eq!(report.records, 28);
-    let read = env.check();
+    let read = env.check().await;
     let summary = &read["summary"];
     // 125 single-record commits, then 7 records in 4 commits: commit-log position 129.
     assert_eq!(summary["bronze.watermark.kafka#orders#0"], "position:129");
@@ -424,7 +93,7 @@ async fn a_crash_at_any_step_then_a_rerun_publishes_exactly_once() {
             PublishStep::AfterFirstFile | PublishStep::BeforeCommit
         );
         assert_eq!(report.orphans_deleted > 0, leftover, "{step:?}: {report:?}");
-        env.check();
+        env.check().await;
     }
 }
 
@@ -446,7 +115,7 @@ async fn two_publishers_at_once_publish_exactly_once() {
         assert_eq!(a.records + b.records, 36, "round {round}: {a:?} {b:?}");
     }
     assert!(snapshots >= 4);
-    env.check();
+    env.check().await;
 }
 
 /// The hazard the fence exists for, shown deterministically: iceberg-rust rebases a stale
@@ -528,7 +197,7 @@ async fn a_stale_append_is_fenced_not_rebased() {
         .await
         .expect("publish");
     assert_eq!(more.records, 8);
-    env.check();
+    env.check().await;
 }
 
 fn settings(parallelization_factor: u32) -> StreamSettings {
@@ -582,7 +251,7 @@ async fn an_interleaved_lane_committed_late_is_published_once() {
     let second = env.publish(catalog.as_ref()).await;
     assert_eq!((second.records, second.entries), (7, 3));
     assert_eq!(env.publish(catalog.as_ref()).await.records, 0);
-    let read = env.check();
+    let read = env.check().await;
     assert_eq!(
         read["summary"]["bronze.watermark.kinesis#clicks#shardId-000000000007"],
         "position:5"

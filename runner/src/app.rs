@@ -289,17 +289,13 @@ pub async fn verify(
     );
     let mut violations = report.violations.len();
     if let Some((catalog, warehouse, ident)) = table {
-        anyhow::ensure!(
-            catalog.starts_with("sqlite:"),
-            "--catalog {catalog}: only the SQL catalog on SQLite (`sqlite:<path>`) is supported yet"
-        );
-        let catalog = publish::catalog::open_sql(
-            &catalog,
+        let catalog = publish::catalog::open(
+            &catalog.parse()?,
             &warehouse,
-            publish::catalog::storage_props_from_env(),
+            publish::catalog::props_from_env(),
         )
         .await?;
-        let ident = iceberg::TableIdent::from_strs(ident.split('.'))?;
+        let ident = publish::job::parse_table(&ident)?;
         let audit = publish::audit::verify_table(
             &state,
             &objects,

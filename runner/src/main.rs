@@ -7,11 +7,12 @@
 //! - `discover --config`: the topics and partitions the config would subscribe to, and a
 //!   `streams` section for them.
 //! - `status --config`: checkpoint, high watermark and lag per partition.
-//! - `verify [--config] [--stream S] [--catalog sqlite:<path> --warehouse W]`: audits the
+//! - `verify [--config] [--stream S] [--catalog C --warehouse W]`: audits the
 //!   committed Bronze data against the commit log, and with a catalog the Iceberg table too;
 //!   exits 1 on a violation.
 //! - `schema check|register --config`: schema compatibility (see `bronze::commands`).
-//! - `publish --catalog sqlite:<path> --warehouse <s3://... or file://...>`: publish committed
+//! - `publish --catalog <sqlite:<path> | glue | glue:<account id>> --warehouse <s3://... or
+//!   file://...>`: publish committed
 //!   Bronze objects to the Iceberg table once (see the `publish` crate).
 //! - `sweep [--stream S] [--apply]`: delete objects no commit references at or below each
 //!   partition's checkpoint (see `bronze::reset::sweep_partition`).
@@ -69,8 +70,9 @@ enum Command {
         /// Only this stream.
         #[arg(long)]
         stream: Option<String>,
-        /// Also check the Iceberg table in this catalog (`sqlite:<path>`): each partition's
-        /// rows are the records of the commits its watermark covers, none twice.
+        /// Also check the Iceberg table in this catalog (`sqlite:<path>`, `glue` or
+        /// `glue:<account id>`): each partition's rows are the records of the commits its
+        /// watermark covers, none twice.
         #[arg(long, requires = "warehouse")]
         catalog: Option<String>,
         /// The table's warehouse (with `--catalog`).
@@ -110,7 +112,8 @@ enum Command {
     /// Publish committed Bronze objects to the Iceberg table once (one snapshot, exactly
     /// once; see docs/landing-contract.md section 10) and print what was published as JSON.
     Publish {
-        /// The catalog: `sqlite:<path>` (SQL catalog; the file is created when missing).
+        /// The catalog: `sqlite:<path>` (SQL catalog; the file is created when missing), `glue`
+        /// (this account's AWS Glue Data Catalog) or `glue:<account id>`.
         #[arg(long)]
         catalog: String,
         /// Where tables live: `s3://bucket/prefix` or `file:///path`.
@@ -195,39 +198,17 @@ fn main() -> ExitCode {
 async fn publish(catalog: &str, warehouse: &str, table: &str) -> anyhow::Result<ExitCode> {
     let env = bronze::config::EnvConfig::from_env()?;
     let sdk = bronze::aws::sdk_config().await;
-    let objects = bronze::aws::S3ObjectStore::new(&sdk, &env.bucket);
-    let state = bronze::aws::DynamoStateStore::new(&sdk, &env.state_table);
-    anyhow::ensure!(
-        catalog.starts_with("sqlite:"),
-        "--catalog {catalog}: only the SQL catalog on SQLite (`sqlite:<path>`) is supported yet"
-    );
-    let catalog = publish::catalog::open_sql(
-        catalog,
-        warehouse,
-        publish::catalog::storage_props_from_env(),
-    )
-    .await?;
-    let publisher = publish::publisher::Publisher {
-        state: &state,
-        objects: &objects,
-        catalog: catalog.as_ref(),
-        table: iceberg::TableIdent::from_strs(table.split('.'))?,
-        settings: publish::publisher::PublishSettings::default(),
-        faults: Default::default(),
+    let job = publish::job::PublishJob {
+        bucket: env.bucket,
+        state_table: env.state_table,
+        catalog: catalog.parse()?,
+        warehouse: warehouse.to_owned(),
+        table: publish::job::parse_table(table)?,
+        props: publish::catalog::props_from_env(),
+        settings: Default::default(),
     };
-    let report = publisher.publish().await?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "snapshot_id": report.snapshot_id,
-            "records": report.records,
-            "entries": report.entries,
-            "files": report.files,
-            "partitions": report.partitions,
-            "attempts": report.attempts,
-            "orphans_deleted": report.orphans_deleted,
-        })
-    );
+    let report = job.run(&sdk).await?;
+    println!("{}", serde_json::to_string(&report)?);
     Ok(ExitCode::SUCCESS)
 }
 

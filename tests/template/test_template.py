@@ -107,7 +107,16 @@ EC2_CAPACITY_TYPES = {
 SSM_CORE = {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"}
 ECS_AL2023_ARM64_AMI = "/aws/service/ecs/optimized-ami/amazon-linux-2023/arm64/recommended/image_id"
 
+# The publisher (and its Glue database) switched off.
+NO_PUBLISHER = {**ALL, "PublishSchedule": ""}
+
 ESM = "AWS::Lambda::EventSourceMapping"
+# Function resource -> (binary, crate directory under functions/).
+FUNCTIONS = {
+    "KinesisConsumerFunction": ("kinesis-consumer", "kinesis-consumer"),
+    "KafkaConsumerFunction": ("kafka-consumer", "kafka-consumer"),
+    "PublisherFunction": ("bronze-publisher", "publisher"),
+}
 KAFKA_MAPPINGS = [f"MskMapping{i}" for i in range(4)] + [f"SelfManagedMapping{i}" for i in range(4)]
 
 
@@ -357,7 +366,7 @@ def props(stack: dict[str, Any], name: str) -> dict[str, Any]:
 
 # lambda counts because lambda:InvokeFunction runs code on data; its List* actions (such as
 # ListEventSourceMappings, which reads mapping settings) stay allowed on "*" below.
-DATA_SERVICES = {"s3", "dynamodb", "sqs", "kinesis", "secretsmanager", "kms", "kafka-cluster", "lambda"}
+DATA_SERVICES = {"s3", "dynamodb", "sqs", "kinesis", "secretsmanager", "kms", "kafka-cluster", "lambda", "glue"}
 
 
 def is_data_action(action: str) -> bool:
@@ -451,6 +460,7 @@ class TestDataActionPredicate:
             {"Effect": "Allow", "Action": "kafka-cluster:ReadData", "Resource": "*"},
             {"Effect": "Allow", "Action": "SQS:SendMessage", "Resource": "*"},
             {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": "*"},
+            {"Effect": "Allow", "Action": "glue:UpdateTable", "Resource": "*"},
             {"Effect": "Allow", "Action": "s3:Get*", "Resource": "*"},
             {"Effect": "Allow", "Action": "s3:PutObject", "Resource": {"Fn::If": ["C", "*", "arn:aws:s3:::b/*"]}},
             {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"},
@@ -470,6 +480,7 @@ class TestDataActionPredicate:
             {"Effect": "Allow", "Action": "s3:ListAllMyBuckets", "Resource": "*"},
             {"Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*"},
             {"Effect": "Allow", "Action": "lambda:ListEventSourceMappings", "Resource": "*"},
+            {"Effect": "Allow", "Action": "glue:GetTable", "Resource": "arn:aws:glue:us-east-1:123456789012:table/bronze/records"},
             {"Effect": "Deny", "Action": "s3:*", "Resource": "*"},
         ],
     )
@@ -501,7 +512,7 @@ class TestLeastPrivilege:
 
     @pytest.mark.parametrize(
         "overrides",
-        [ALL, ALL_SCRAM_KMS_PROVISIONED, KINESIS_ONLY, MSK_ONLY, SELF_MANAGED_ONLY, ALL_EC2, RUNNER_EC2, RUNNER_KINESIS],
+        [ALL, ALL_SCRAM_KMS_PROVISIONED, KINESIS_ONLY, MSK_ONLY, SELF_MANAGED_ONLY, ALL_EC2, RUNNER_EC2, RUNNER_KINESIS, NO_PUBLISHER],
     )
     def test_no_data_action_on_every_resource_once_deployed(self, translated, overrides):
         assert wildcard_violations(render(translated, overrides)) == []
@@ -562,7 +573,7 @@ class TestLeastPrivilege:
             "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
         }
         roles = of_type(translated, "AWS::IAM::Role")
-        assert {"KinesisConsumerFunctionRole", "KafkaConsumerFunctionRole", "RunnerTaskRole"} <= set(roles)
+        assert {"KinesisConsumerFunctionRole", "KafkaConsumerFunctionRole", "PublisherFunctionRole", "RunnerTaskRole"} <= set(roles)
         for name, role in roles.items():
             for arn in role["Properties"].get("ManagedPolicyArns", []):
                 if name == "RunnerInstanceRole":
@@ -659,23 +670,26 @@ class TestLeastPrivilege:
 class TestFunctions:
     def test_built_with_cargo_lambda_from_the_workspace(self, source):
         functions = {k: v for k, v in source["Resources"].items() if v["Type"] == "AWS::Serverless::Function"}
-        assert set(functions) == {"KinesisConsumerFunction", "KafkaConsumerFunction"}
-        for name, binary in [("KinesisConsumerFunction", "kinesis-consumer"), ("KafkaConsumerFunction", "kafka-consumer")]:
+        assert set(functions) == set(FUNCTIONS)
+        for name, (binary, crate) in FUNCTIONS.items():
             function = functions[name]
             assert function["Properties"]["CodeUri"] == "."
-            assert function["Metadata"] == {"BuildMethod": "rust-cargolambda", "BuildProperties": {"Binary": binary}}
-            cargo = (ROOT / "functions" / binary / "Cargo.toml").read_text()
+            metadata = {k: v for k, v in function["Metadata"].items() if k != "cfn-lint"}
+            assert metadata == {"BuildMethod": "rust-cargolambda", "BuildProperties": {"Binary": binary}}
+            cargo = (ROOT / "functions" / crate / "Cargo.toml").read_text()
             assert f'name = "{binary}"' in cargo, f"no crate builds the binary {binary}"
+            members = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["members"]
+            assert f"functions/{crate}" in members
 
     def test_runtime_architecture_handler(self, translated):
-        functions = of_type(translated, "AWS::Lambda::Function")
-        assert set(functions) == {"KinesisConsumerFunction", "KafkaConsumerFunction"}
+        functions = of_type(render(translated, ALL), "AWS::Lambda::Function")
+        assert set(functions) == set(FUNCTIONS)
         for name, function in functions.items():
             p = function["Properties"]
             assert p["Runtime"] == "provided.al2023", name
             assert p["Architectures"] == ["arm64"], name
             assert p["Handler"] == "bootstrap", name
-            assert 512 <= p["MemorySize"] <= 10240, name
+            assert 512 <= int(p["MemorySize"]) <= 10240, name
             assert 60 <= p["Timeout"] <= 900, name
             assert p["TracingConfig"] == {"Mode": "Active"}, name
 
@@ -726,7 +740,11 @@ class TestFunctions:
 
     def test_log_groups_with_retention_exist_before_the_mappings(self, translated):
         stack = render(translated, ALL)
-        for function, group in [("KinesisConsumerFunction", "KinesisConsumerLogGroup"), ("KafkaConsumerFunction", "KafkaConsumerLogGroup")]:
+        for function, group in [
+            ("KinesisConsumerFunction", "KinesisConsumerLogGroup"),
+            ("KafkaConsumerFunction", "KafkaConsumerLogGroup"),
+            ("PublisherFunction", "PublisherLogGroup"),
+        ]:
             p = props(stack, group)
             assert p["LogGroupName"] == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}
             assert p["RetentionInDays"] == "30"
@@ -850,18 +868,24 @@ class TestSourceSelection:
     @pytest.mark.parametrize(
         "overrides, mappings, functions, runner",
         [
-            (KINESIS_ONLY, {"KinesisMapping"}, {"KinesisConsumerFunction"}, False),
-            (MSK_ONLY, {"MskMapping0"}, {"KafkaConsumerFunction"}, False),
-            (SELF_MANAGED_ONLY, {"SelfManagedMapping0"}, {"KafkaConsumerFunction"}, False),
-            (RUNNER_ONLY, set(), set(), True),
-            ({**KINESIS_ONLY, **MSK_ONLY}, {"KinesisMapping", "MskMapping0"}, {"KinesisConsumerFunction", "KafkaConsumerFunction"}, False),
+            (KINESIS_ONLY, {"KinesisMapping"}, {"KinesisConsumerFunction", "PublisherFunction"}, False),
+            (MSK_ONLY, {"MskMapping0"}, {"KafkaConsumerFunction", "PublisherFunction"}, False),
+            (SELF_MANAGED_ONLY, {"SelfManagedMapping0"}, {"KafkaConsumerFunction", "PublisherFunction"}, False),
+            (RUNNER_ONLY, set(), {"PublisherFunction"}, True),
+            (
+                {**KINESIS_ONLY, **MSK_ONLY},
+                {"KinesisMapping", "MskMapping0"},
+                {"KinesisConsumerFunction", "KafkaConsumerFunction", "PublisherFunction"},
+                False,
+            ),
             (
                 ALL,
                 {"KinesisMapping", "MskMapping0", "MskMapping1", "SelfManagedMapping0"},
-                {"KinesisConsumerFunction", "KafkaConsumerFunction"},
+                {"KinesisConsumerFunction", "KafkaConsumerFunction", "PublisherFunction"},
                 True,
             ),
-            ({}, set(), set(), False),
+            (NO_PUBLISHER, {"KinesisMapping", "MskMapping0", "MskMapping1", "SelfManagedMapping0"}, {"KinesisConsumerFunction", "KafkaConsumerFunction"}, True),
+            ({}, set(), {"PublisherFunction"}, False),
         ],
     )
     def test_sources(self, translated, overrides, mappings, functions, runner):
@@ -890,6 +914,9 @@ class TestSourceSelection:
             "AlarmTopicArn",
             "DashboardName",
             "KinesisConsumerFunctionArn",
+            "IcebergTableName",
+            "IcebergWarehouse",
+            "PublisherFunctionArn",
         }
 
     @pytest.mark.parametrize(
@@ -902,6 +929,8 @@ class TestSourceSelection:
             ({**RUNNER_ONLY, "RunnerScalingStream": ""}, "RunnerNeedsNetworkAndScalingStream"),
             ({**RUNNER_KINESIS, "RunnerKinesisStreamArns": ""}, "RunnerKinesisScalingNeedsStreams"),
             ({"CreateVpcEndpoints": "true", "VpcSubnetIds": SUBNETS}, "EndpointsNeedNetwork"),
+            ({"IcebergPrefix": "bronze"}, "WarehouseOutsideBronzePrefix"),
+            ({"IcebergPrefix": "lake", "BronzePrefix": "lake"}, "WarehouseOutsideBronzePrefix"),
         ],
     )
     def test_incomplete_parameters_are_refused(self, translated, overrides, rule):
@@ -920,11 +949,113 @@ class TestSourceSelection:
             ("RunnerKinesisStreamArns", f"{KINESIS_ARN},{MSK_ARN}"),
             ("RunnerKinesisStreamArns", f"{KINESIS_ARN},*"),
             ("RunnerScalingSource", "msk"),
+            ("PublishSchedule", "every 15 minutes"),
+            ("PublishSchedule", "rate(0 minutes)"),
+            ("IcebergDatabaseName", "Bronze-Records"),
+            ("IcebergPrefix", "/iceberg"),
+            ("PublisherMemorySize", "256"),
         ],
     )
     def test_invalid_parameter_values_are_refused(self, translated, name, value):
         with pytest.raises(AssertionError):
             parameter_values(translated, {name: value})
+
+
+class TestPublisher:
+    """The scheduled publisher of the Bronze Iceberg table, its Glue database and its role."""
+
+    @staticmethod
+    def statements(stack: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {s["Sid"]: s for owner, s in policy_statements(stack) if owner == "PublisherFunctionRole"}
+
+    def test_function_and_environment(self, translated):
+        stack = render(translated, ALL)
+        p = props(stack, "PublisherFunction")
+        env = p["Environment"]["Variables"]
+        assert env["ICEBERG_CATALOG"] == "glue"
+        assert env["ICEBERG_WAREHOUSE"] == {"Fn::Sub": "s3://${BronzeBucket}/iceberg"}
+        assert env["ICEBERG_TABLE"] == {"Fn::Sub": "${IcebergDatabase}.records"}
+        assert env["BRONZE_BUCKET"] == {"Ref": "BronzeBucket"} and env["STATE_TABLE"] == {"Ref": "StateTable"}
+        assert p["FunctionName"] == f"{STACK}-publisher"
+        assert p["Timeout"] == 900 and p["MemorySize"] == "2048"
+        assert p["ReservedConcurrentExecutions"] == 1
+
+    def test_scheduled_by_eventbridge_without_retries(self, translated):
+        stack = render(translated, {**ALL, "PublishSchedule": "rate(1 hour)"})
+        (rule,) = of_type(stack, "AWS::Events::Rule").values()
+        assert rule["Properties"]["ScheduleExpression"] == "rate(1 hour)"
+        (target,) = rule["Properties"]["Targets"]
+        assert target["Arn"] == {"Fn::GetAtt": ["PublisherFunction", "Arn"]}
+        (permission,) = [
+            r["Properties"] for r in of_type(stack, "AWS::Lambda::Permission").values() if r["Properties"]["Principal"] == "events.amazonaws.com"
+        ]
+        assert permission["FunctionName"] == {"Ref": "PublisherFunction"}
+        (invoke,) = of_type(stack, "AWS::Lambda::EventInvokeConfig").values()
+        assert invoke["Properties"]["MaximumRetryAttempts"] == 0
+
+    def test_glue_database_is_retained_and_the_table_left_to_the_first_publish(self, translated):
+        stack = render(translated, ALL)
+        database = stack["Resources"]["IcebergDatabase"]
+        assert database["Type"] == "AWS::Glue::Database"
+        assert database["DeletionPolicy"] == "Retain"
+        assert database["Properties"]["CatalogId"] == ACCOUNT
+        assert database["Properties"]["DatabaseInput"]["Name"] == "bronze"
+        # The table's schema and partition spec (day(timestamp)) come from the code.
+        assert not of_type(stack, "AWS::Glue::Table")
+        outputs = stack["Outputs"]
+        assert outputs["IcebergTableName"]["Value"] == {"Fn::Sub": "${IcebergDatabase}.records"}
+        assert outputs["PublisherFunctionArn"]["Value"] == {"Fn::GetAtt": ["PublisherFunction", "Arn"]}
+
+    def test_off_without_a_schedule(self, translated):
+        stack = render(translated, NO_PUBLISHER)
+        assert not [n for n in stack["Resources"] if n.startswith(("Publisher", "Iceberg"))]
+        assert not of_type(stack, "AWS::Events::Rule") and not of_type(stack, "AWS::Glue::Database")
+        assert not [o for o in stack["Outputs"] if o.startswith(("Publisher", "Iceberg"))]
+        # The same prefix for both is refused only when there is a publisher.
+        assert Renderer(translated, {**NO_PUBLISHER, "IcebergPrefix": "bronze"}).failed_rules() == []
+
+    def test_permissions_are_the_publish_and_nothing_more(self, translated):
+        stack = render(translated, ALL)
+        role = stack["Resources"]["PublisherFunctionRole"]["Properties"]
+        # Not the landing policy: no Bronze writes, no state writes, no dead letters.
+        assert {"Ref": "LandingAccessPolicy"} not in role.get("ManagedPolicyArns", [])
+        statements = self.statements(stack)
+        assert set(statements) == {"ReadBronzeObjects", "WarehouseObjects", "WarehouseListUnderPrefix", "ReadCommitLog", "IcebergTable"}
+        assert statements["ReadBronzeObjects"]["Action"] == "s3:GetObject"
+        assert statements["ReadBronzeObjects"]["Resource"] == {"Fn::Sub": "${BronzeBucket.Arn}/bronze/*"}
+        warehouse = statements["WarehouseObjects"]
+        assert set(warehouse["Action"]) == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
+        assert warehouse["Resource"] == {"Fn::Sub": "${BronzeBucket.Arn}/iceberg/*"}
+        listing = statements["WarehouseListUnderPrefix"]
+        assert listing["Action"] == "s3:ListBucket" and listing["Resource"] == {"Fn::GetAtt": ["BronzeBucket", "Arn"]}
+        assert listing["Condition"] == {"StringLike": {"s3:prefix": "iceberg/*"}}
+        log = statements["ReadCommitLog"]
+        assert set(log["Action"]) == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"}
+        assert log["Resource"] == {"Fn::GetAtt": ["StateTable", "Arn"]}
+        glue = statements["IcebergTable"]
+        assert set(glue["Action"]) == {"glue:GetDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable"}
+        prefix = f"arn:aws:glue:{REGION}:{ACCOUNT}:"
+        assert glue["Resource"] == [
+            f"{prefix}catalog",
+            {"Fn::Sub": prefix + "database/${IcebergDatabase}"},
+            {"Fn::Sub": prefix + "table/${IcebergDatabase}/records"},
+        ]
+        actions = {a for _, s in policy_statements(stack) if _ == "PublisherFunctionRole" for a in _strings(s["Action"])}
+        assert not any(a.startswith(("sqs:", "kinesis:", "kafka", "secretsmanager:", "lambda:")) for a in actions), actions
+        assert not {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} & actions
+
+    def test_kms_key_grants_the_data_keys(self, translated):
+        assert "DataKeys" not in self.statements(render(translated, ALL))
+        keys = self.statements(render(translated, ALL_SCRAM_KMS_PROVISIONED))["DataKeys"]
+        assert set(keys["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey"} and keys["Resource"] == KMS_ARN
+
+    def test_other_prefix_and_database(self, translated):
+        stack = render(translated, {**ALL, "IcebergPrefix": "lake/iceberg", "IcebergDatabaseName": "bronze_prod"})
+        assert props(stack, "IcebergDatabase")["DatabaseInput"]["Name"] == "bronze_prod"
+        assert props(stack, "PublisherFunction")["Environment"]["Variables"]["ICEBERG_WAREHOUSE"] == {
+            "Fn::Sub": "s3://${BronzeBucket}/lake/iceberg"
+        }
+        assert self.statements(stack)["WarehouseListUnderPrefix"]["Condition"] == {"StringLike": {"s3:prefix": "lake/iceberg/*"}}
 
 
 class TestStorage:
@@ -1354,7 +1485,7 @@ class TestMonitoring:
         (offset_lag,) = by_metric[("AWS/Lambda", "OffsetLag")]
         assert offset_lag["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "KafkaConsumerFunction"}}]
         errors = {p["Dimensions"][0]["Value"]["Ref"] for p in by_metric[("AWS/Lambda", "Errors")]}
-        assert errors == {"KinesisConsumerFunction", "KafkaConsumerFunction"}
+        assert errors == {"KinesisConsumerFunction", "KafkaConsumerFunction", "PublisherFunction"}
         queues = {p["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for p in by_metric[("AWS/SQS", "ApproximateNumberOfMessagesVisible")]}
         assert queues == {"DeadLetterQueue", "MappingFailureQueue"}
         (landing,) = [a["Properties"] for a in alarms.values() if "Metrics" in a["Properties"]]

@@ -1,0 +1,203 @@
+//! The scheduled publisher's handler logic against the local stack (moto: S3, DynamoDB and
+//! Glue): records landed by the engine through its AWS adapters (the Bronze bucket and the
+//! state table the functions use), then the function's job built from its environment, run
+//! as each scheduled invocation runs it. Afterwards the Glue table holds every committed
+//! record once (the `verify --catalog` audit against the DynamoDB commit log, and pyiceberg
+//! reading the table through Glue), a run with nothing new adds no snapshot, and a run after
+//! more landings appends.
+
+use anyhow::{Context, Result, ensure};
+use bronze::aws::{DynamoStateStore, S3ObjectStore};
+use bronze::config::{KeyStrategy, PayloadFormat, StreamSettings};
+use bronze::cursor::KafkaOffset;
+use bronze::engine::{Lander, PartitionOutcome, RunContext};
+use bronze::memory::{Faults, MemoryDlq};
+use bronze::record::{PartitionBatch, PartitionId, Record, Source};
+use bronze::telemetry::Metrics;
+use integration_tests::{Stack, aws_env, workspace};
+use publish::job::PublishJob;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const PARTITIONS: u32 = 3;
+
+/// Lands `n` records on each partition of topic `orders`, from offset `from`, in batches of
+/// `batch`; payload `{"offset":<o>,"p":<p>}`.
+async fn land(stack: &Stack, from: u64, n: u64, batch: usize) -> Result<()> {
+    let lander = Lander::new(
+        Arc::new(S3ObjectStore::new(&stack.sdk, &stack.bucket)),
+        Arc::new(DynamoStateStore::new(&stack.sdk, &stack.table)),
+        Arc::new(MemoryDlq::new(Faults::new())),
+        stack.prefix.clone(),
+    );
+    let settings = StreamSettings {
+        group: Some("commerce".into()),
+        payload_format: PayloadFormat::Auto,
+        key_strategy: KeyStrategy::Raw,
+        parallelization_factor: 1,
+        schema: None,
+        compression: Default::default(),
+    };
+    let metrics = Metrics::default();
+    let run = RunContext {
+        run_id: "scheduled-publish-test",
+        now_ms: 1_764_201_600_000,
+        metrics: &metrics,
+    };
+    for p in 0..PARTITIONS {
+        let id = PartitionId::new(Source::Kafka, "orders", p.to_string());
+        let records: Vec<Record<KafkaOffset>> = (from..from + n)
+            .map(|o| Record {
+                cursor: KafkaOffset(o),
+                key: Some(format!("k{o}").into_bytes()),
+                headers: vec![],
+                timestamp_ms: Some(1_764_201_600_000 + o as i64),
+                payload: Some(format!("{{\"offset\":{o},\"p\":{p}}}").into_bytes()),
+                defect: None,
+                schema_id: None,
+            })
+            .collect();
+        for chunk in records.chunks(batch) {
+            let batch = PartitionBatch {
+                id: id.clone(),
+                records: chunk.to_vec(),
+            };
+            let outcome = lander.land(&batch, &settings, run).await;
+            ensure!(
+                matches!(outcome, PartitionOutcome::Landed { .. }),
+                "{outcome:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The function's environment for this stack: the Glue catalog, the warehouse in the Bronze
+/// bucket, a database of its own.
+fn job(stack: &Stack, database: &str) -> Result<PublishJob> {
+    let mut vars: BTreeMap<String, String> = aws_env().into_iter().collect();
+    vars.insert("BRONZE_BUCKET".into(), stack.bucket.clone());
+    vars.insert("STATE_TABLE".into(), stack.table.clone());
+    vars.insert("ICEBERG_CATALOG".into(), "glue".into());
+    vars.insert(
+        "ICEBERG_WAREHOUSE".into(),
+        format!("s3://{}/iceberg", stack.bucket),
+    );
+    vars.insert("ICEBERG_TABLE".into(), format!("{database}.records"));
+    Ok(PublishJob::from_lookup(|name| vars.get(name).cloned())?)
+}
+
+/// `verify --catalog`'s audit: the table against the DynamoDB commit log.
+async fn audit(stack: &Stack, job: &PublishJob) -> Result<publish::audit::TableAudit> {
+    let catalog = publish::catalog::open(&job.catalog, &job.warehouse, job.props.clone()).await?;
+    Ok(publish::audit::verify_table(
+        &stack.state(),
+        &stack.objects(),
+        catalog.as_ref(),
+        &job.table,
+        None,
+    )
+    .await?)
+}
+
+/// The rows pyiceberg reads through Glue (`scripts/read_iceberg.py`), as (partition, cursor)
+/// to payload.
+fn read(job: &PublishJob) -> Result<BTreeMap<(String, String), String>> {
+    let python = workspace().join(".venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .arg(workspace().join("scripts/read_iceberg.py"))
+        .arg(job.catalog.to_string())
+        .arg(&job.warehouse)
+        .arg(job.table.to_string())
+        .envs(aws_env())
+        .output()
+        .with_context(|| format!("run {}: `make venv` installs it", python.display()))?;
+    ensure!(
+        out.status.success(),
+        "read_iceberg.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut rows = BTreeMap::new();
+    for row in read["pyiceberg"].as_array().context("rows")? {
+        let s = |k: &str| row[k].as_str().unwrap_or_default().to_owned();
+        let key = (s("partition"), s("cursor"));
+        ensure!(
+            rows.insert(key.clone(), s("payload")).is_none(),
+            "{key:?} twice"
+        );
+    }
+    Ok(rows)
+}
+
+fn expected(offsets: std::ops::Range<u64>) -> BTreeMap<(String, String), String> {
+    (0..PARTITIONS)
+        .flat_map(|p| {
+            offsets.clone().map(move |o| {
+                (
+                    (p.to_string(), o.to_string()),
+                    format!("{{\"offset\":{o},\"p\":{p}}}"),
+                )
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_runs_publish_the_state_table_to_glue_exactly_once() -> Result<()> {
+    let stack = Stack::new().await?;
+    let database = format!(
+        "bronze_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let job = job(&stack, &database)?;
+    land(&stack, 0, 10, 3).await?;
+
+    // The first run creates the Glue database and table and publishes everything committed.
+    let first = job.run(&stack.sdk).await?;
+    ensure!(
+        (first.records, first.entries, first.partitions) == (30, 12, 3),
+        "{first:?}"
+    );
+    let glue = aws_sdk_glue::Client::new(&stack.sdk);
+    let table = glue
+        .get_table()
+        .database_name(&database)
+        .name("records")
+        .send()
+        .await?
+        .table
+        .context("the Glue table")?;
+    let params = table.parameters.unwrap_or_default();
+    ensure!(
+        params.get("table_type").map(String::as_str) == Some("ICEBERG"),
+        "{params:?}"
+    );
+    let clean = audit(&stack, &job).await?;
+    ensure!(clean.violations.is_empty(), "{:?}", clean.violations);
+    ensure!(
+        (clean.partitions, clean.rows, clean.unpublished) == (3, 30, 0),
+        "{clean:?}"
+    );
+    ensure!(
+        read(&job)? == expected(0..10),
+        "the table after the first run"
+    );
+
+    // A run with nothing new adds no snapshot.
+    let idle = job.run(&stack.sdk).await?;
+    ensure!(idle.snapshot_id.is_none() && idle.records == 0, "{idle:?}");
+
+    // More landings: the next run appends exactly them.
+    land(&stack, 10, 5, 2).await?;
+    let second = job.run(&stack.sdk).await?;
+    ensure!((second.records, second.entries) == (15, 9), "{second:?}");
+    let after = audit(&stack, &job).await?;
+    ensure!(after.violations.is_empty(), "{:?}", after.violations);
+    ensure!((after.rows, after.unpublished) == (45, 0), "{after:?}");
+    ensure!(
+        read(&job)? == expected(0..15),
+        "the table after the second run"
+    );
+    Ok(())
+}
