@@ -157,13 +157,7 @@ async fn cursors(
         object_key: key.clone(),
         detail,
     };
-    let body = objects
-        .get(key)
-        .await?
-        .ok_or_else(|| PublishError::MissingObject {
-            partition: id.to_string(),
-            object_key: key.clone(),
-        })?;
+    let body = crate::publisher::fetch_object(objects, &id.to_string(), key).await?;
     let lines = bronze::bronze::read_raw_lines(&body).map_err(|e| bad(e.to_string()))?;
     lines
         .iter()

@@ -6,9 +6,11 @@
 //! 2. For every partition of the state table (ordered, interleaved or reset:
 //!    `StateStore::logged_partitions`), read its commit-log positions, then its commit log,
 //!    and take the entries just above its watermark in commit-log position order
-//!    ([`crate::plan::pending`]); read their objects and check each holds the number of
-//!    records its entry says.
-//! 3. Write one Parquet data file per stream partition and day (rolled at the target size),
+//!    ([`crate::plan::pending`]).
+//! 3. Partition by partition, read the taken objects and check each holds the number of
+//!    records its entry says, with cursors inside its range (a few objects at a time are
+//!    fetched, decompressed and parsed on the blocking pool while Parquet is encoded), and
+//!    write one Parquet data file per stream partition and day (rolled at the target size),
 //!    named after the partition and the first cursor taken.
 //! 4. Append all files in one snapshot whose summary carries every watermark (moved ones
 //!    and carried ones) and this attempt's id, through [`Fenced`]: the commit succeeds only
@@ -27,12 +29,12 @@ use crate::plan::{
 use crate::table::{LineError, Row, parse_line, to_batch};
 use bronze::ports::{CommitEntry, ObjectStore, PortError, StateStore};
 use bronze::record::PartitionId;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, Struct};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{
     DefaultFileNameGenerator, DefaultLocationGenerator,
@@ -42,6 +44,8 @@ use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use iceberg::{Catalog, ErrorKind, TableIdent};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -88,6 +92,9 @@ pub enum PublishError {
         /// What disagrees.
         source: PlanError,
     },
+    /// A decoding task on the blocking pool did not finish (the runtime is shutting down).
+    #[error("decoding an object: {0}")]
+    Decode(String),
     /// Building an Arrow batch failed (a schema bug, not data).
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
@@ -106,7 +113,9 @@ impl PublishError {
     /// Whether retrying later can succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            PublishError::Iceberg(_) | PublishError::Contended { .. } => true,
+            PublishError::Iceberg(_) | PublishError::Contended { .. } | PublishError::Decode(_) => {
+                true
+            }
             PublishError::Port(e) => e.is_transient(),
             PublishError::Crashed(_) => true,
             _ => false,
@@ -274,9 +283,9 @@ impl Publisher<'_> {
         let mut files: Vec<DataFile> = Vec::new();
         let mut records = 0u64;
         for (i, part) in taken.iter().enumerate() {
-            let rows = self.read_rows(part).await?;
-            records += rows.len() as u64;
-            files.extend(self.write_files(table, part, &attempt_id, rows).await?);
+            let (written, part_files) = self.write_partition(table, part, &attempt_id).await?;
+            records += written;
+            files.extend(part_files);
             if i == 0 {
                 self.faults.check(PublishStep::AfterFirstFile)?;
             }
@@ -340,102 +349,112 @@ impl Publisher<'_> {
         Ok(Some(report))
     }
 
-    /// The rows of a partition's taken entries, in commit-log and line order.
-    async fn read_rows(&self, part: &Taken) -> Result<Vec<Row>, PublishError> {
-        let mut rows = Vec::new();
-        for entry in &part.entries {
-            let Some(key) = &entry.object_key else {
-                continue; // every record of the range was dead-lettered
-            };
-            let bad = |detail: String| PublishError::BadObject {
-                partition: part.id.to_string(),
-                object_key: key.clone(),
-                detail,
-            };
-            let body = self
-                .objects
-                .get(key)
-                .await?
-                .ok_or_else(|| PublishError::MissingObject {
-                    partition: part.id.to_string(),
-                    object_key: key.clone(),
-                })?;
-            let lines = bronze::bronze::read_raw_lines(&body).map_err(|e| bad(e.to_string()))?;
-            if lines.len() as u64 != entry.records {
-                return Err(bad(format!(
-                    "holds {} lines, its commit says {} records",
-                    lines.len(),
-                    entry.records
-                )));
-            }
-            let log_position = entry.position.and_then(|p| i64::try_from(p).ok());
-            for (n, line) in lines.iter().enumerate() {
-                let mut row = parse_line(key, n + 1, line)?;
-                row.log_position = log_position;
-                if row.cursor_sortable < entry.first || row.cursor_sortable > entry.last {
-                    return Err(bad(format!(
-                        "line {} cursor {} is outside the committed range",
-                        n + 1,
-                        row.cursor
-                    )));
-                }
-                rows.push(row);
-            }
-        }
-        Ok(rows)
-    }
-
-    /// Writes a partition's rows: one data file per day (rolled at the target size).
-    async fn write_files(
+    /// Writes a partition's taken entries: one data file per day (rolled at the target
+    /// size), rows in commit-log and line order. Objects are fetched and decoded
+    /// ([`decode_object`]) up to [`DECODE_AHEAD`] at a time on the blocking pool while this
+    /// task encodes Parquet, so reading, decompressing and parsing overlap with writing and
+    /// at most that many objects' rows (plus one unwritten batch per day) are held at once.
+    /// Returns the records written and the data files.
+    async fn write_partition(
         &self,
         table: &Table,
         part: &Taken,
         attempt_id: &str,
-        rows: Vec<Row>,
-    ) -> Result<Vec<DataFile>, PublishError> {
+    ) -> Result<(u64, Vec<DataFile>), PublishError> {
+        let Some(first) = part.entries.first() else {
+            return Ok((0, Vec::new()));
+        };
         let metadata = table.metadata();
         let schema = metadata.current_schema().clone();
         let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
         let spec = metadata.default_partition_spec().as_ref().clone();
-        let Some(first) = part.entries.first() else {
-            return Ok(Vec::new());
-        };
+        let locations = DefaultLocationGenerator::new(metadata)?;
+        // Clones share the file counter, so every day's files get distinct names.
         let names = DefaultFileNameGenerator::new(
             file_prefix(&part.id, first, attempt_id),
             None,
             DataFileFormat::Parquet,
         );
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .build();
-        let mut by_day: BTreeMap<Option<i32>, Vec<Row>> = BTreeMap::new();
-        for row in rows {
-            by_day.entry(row.day()).or_default().push(row);
+        let properties = writer_properties();
+        let batch_rows = self.settings.rows_per_batch.max(1);
+        let partition = part.id.to_string();
+
+        let mut decoded = futures::stream::iter(&part.entries)
+            .map(|entry| self.decode_object(&partition, entry))
+            .buffered(DECODE_AHEAD);
+        let mut days: BTreeMap<Option<i32>, DayWriter> = BTreeMap::new();
+        let mut records = 0u64;
+        while let Some(object) = decoded.try_next().await? {
+            for (day, rows) in object {
+                records += rows.len() as u64;
+                let out = match days.entry(day) {
+                    Entry::Occupied(o) => o.into_mut(),
+                    Entry::Vacant(v) => {
+                        let key = PartitionKey::new(
+                            spec.clone(),
+                            schema.clone(),
+                            Struct::from_iter([
+                                Some(Literal::string(&part.id.stream)),
+                                day.map(Literal::date),
+                            ]),
+                        );
+                        let rolling = RollingFileWriterBuilder::new(
+                            ParquetWriterBuilder::new(properties.clone(), schema.clone()),
+                            self.settings.target_file_bytes,
+                            table.file_io().clone(),
+                            locations.clone(),
+                            names.clone(),
+                        );
+                        v.insert(DayWriter {
+                            writer: DataFileWriterBuilder::new(rolling).build(Some(key)).await?,
+                            pending: Vec::with_capacity(batch_rows),
+                        })
+                    }
+                };
+                for row in rows {
+                    out.pending.push(row);
+                    if out.pending.len() >= batch_rows {
+                        out.writer
+                            .write(to_batch(&arrow_schema, &out.pending)?)
+                            .await?;
+                        out.pending.clear();
+                    }
+                }
+            }
         }
         let mut files = Vec::new();
-        for (day, rows) in by_day {
-            let key = PartitionKey::new(
-                spec.clone(),
-                schema.clone(),
-                Struct::from_iter([
-                    Some(Literal::string(&part.id.stream)),
-                    day.map(Literal::date),
-                ]),
-            );
-            let rolling = RollingFileWriterBuilder::new(
-                ParquetWriterBuilder::new(properties.clone(), schema.clone()),
-                self.settings.target_file_bytes,
-                table.file_io().clone(),
-                DefaultLocationGenerator::new(metadata)?,
-                names.clone(),
-            );
-            let mut writer = DataFileWriterBuilder::new(rolling).build(Some(key)).await?;
-            for chunk in rows.chunks(self.settings.rows_per_batch.max(1)) {
-                writer.write(to_batch(&arrow_schema, chunk)?).await?;
+        for (_, mut out) in days {
+            if !out.pending.is_empty() {
+                out.writer
+                    .write(to_batch(&arrow_schema, &out.pending)?)
+                    .await?;
             }
-            files.extend(writer.close().await?);
+            files.extend(out.writer.close().await?);
         }
-        Ok(files)
+        Ok((records, files))
+    }
+
+    /// Fetches one taken entry's object and decodes it on the blocking pool
+    /// ([`decode_rows`]): its rows grouped by day, in line order within each day. Empty for
+    /// an entry whose records were all dead-lettered (no object).
+    async fn decode_object(
+        &self,
+        partition: &str,
+        entry: &CommitEntry,
+    ) -> Result<DayRows, PublishError> {
+        let Some(key) = &entry.object_key else {
+            return Ok(Vec::new()); // every record of the range was dead-lettered
+        };
+        let body = fetch_object(self.objects, partition, key).await?;
+        let (partition, entry, key) = (partition.to_owned(), entry.clone(), key.clone());
+        match tokio::task::spawn_blocking(move || decode_rows(&partition, &entry, &key, &body))
+            .await
+        {
+            Ok(decoded) => decoded,
+            // A panic is a bug in the decoder, not something data can cause: surface it.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(PublishError::Decode(e.to_string())),
+        }
     }
 
     /// Best-effort deletion of an attempt's own files after it lost the commit.
@@ -519,6 +538,93 @@ impl Publisher<'_> {
         );
         Ok(Vec::new())
     }
+}
+
+/// A committed object's body; [`PublishError::MissingObject`] when the bucket lacks it.
+pub(crate) async fn fetch_object(
+    objects: &dyn ObjectStore,
+    partition: &str,
+    key: &str,
+) -> Result<Vec<u8>, PublishError> {
+    objects
+        .get(key)
+        .await?
+        .ok_or_else(|| PublishError::MissingObject {
+            partition: partition.to_owned(),
+            object_key: key.to_owned(),
+        })
+}
+
+/// Objects fetched and decoded ahead of the Parquet writer, per partition.
+const DECODE_AHEAD: usize = 4;
+
+/// An object's rows grouped by day (the `day` partition value), in line order within each.
+type DayRows = Vec<(Option<i32>, Vec<Row>)>;
+
+/// One day's open data file writer and the rows not yet handed to it.
+struct DayWriter {
+    writer:
+        DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>,
+    pending: Vec<Row>,
+}
+
+/// Parquet writer properties of the data files: zstd (level 1), and no dictionary for
+/// the columns whose values are all or nearly all distinct (a dictionary there is built,
+/// then abandoned at its size limit, which costs time and saves nothing).
+fn writer_properties() -> WriterProperties {
+    let mut builder =
+        WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
+    for column in ["cursor", "cursor_sortable", "payload", "payload_base64"] {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    builder.build()
+}
+
+/// Decompresses and parses one committed object (CPU only; runs on the blocking pool): its
+/// rows grouped by day, in line order within each day. Checks that it holds the number of
+/// records its commit-log entry says and that every cursor is inside the entry's range.
+fn decode_rows(
+    partition: &str,
+    entry: &CommitEntry,
+    key: &str,
+    body: &[u8],
+) -> Result<DayRows, PublishError> {
+    let bad = |detail: String| PublishError::BadObject {
+        partition: partition.to_owned(),
+        object_key: key.to_owned(),
+        detail,
+    };
+    let lines = bronze::bronze::read_raw_lines(body).map_err(|e| bad(e.to_string()))?;
+    if lines.len() as u64 != entry.records {
+        return Err(bad(format!(
+            "holds {} lines, its commit says {} records",
+            lines.len(),
+            entry.records
+        )));
+    }
+    let log_position = entry.position.and_then(|p| i64::try_from(p).ok());
+    let mut by_day: DayRows = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        let mut row = parse_line(key, n + 1, line)?;
+        row.log_position = log_position;
+        if row.cursor_sortable < entry.first || row.cursor_sortable > entry.last {
+            return Err(bad(format!(
+                "line {} cursor {} is outside the committed range",
+                n + 1,
+                row.cursor
+            )));
+        }
+        let day = row.day();
+        match by_day.iter_mut().find(|(d, _)| *d == day) {
+            Some((_, rows)) => rows.push(row),
+            None => {
+                let mut rows = Vec::with_capacity(lines.len() - n);
+                rows.push(row);
+                by_day.push((day, rows));
+            }
+        }
+    }
+    Ok(by_day)
 }
 
 fn list_local(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
