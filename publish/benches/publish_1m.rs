@@ -15,8 +15,9 @@
 //!    objects: `COPY (SELECT * FROM read_json([...])) TO '...' (FORMAT parquet,
 //!    COMPRESSION zstd)`, timed inside the process, and its peak RSS.
 //!
-//! Prints both rates, both peaks, DuckDB's thread count and the load average before and
-//! after. Nothing here is asserted: it is a measurement, see BENCHMARKS.md.
+//! Prints both rates, both peaks, both output sizes, the cores each side could use and the
+//! load average before, between and after. Nothing here is asserted: it is a measurement,
+//! see BENCHMARKS.md.
 
 use async_trait::async_trait;
 use bronze::config::{KeyStrategy, PayloadFormat, StreamSettings};
@@ -310,6 +311,7 @@ fn main() {
     let objects = walk(&dir.join("objects"));
     eprintln!("{} objects, {bytes} bytes (gzip)", objects.len());
 
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load_before = load_average();
     let exe = std::env::current_exe().expect("exe");
     let (out, publish_rss) = timed(Command::new(&exe).arg("--publish-phase").arg(&dir));
@@ -338,18 +340,25 @@ fn main() {
     let duck_secs: f64 = f.next().and_then(|v| v.parse().ok()).expect("seconds");
     let threads = f.next().unwrap_or("?").to_owned();
     let load_after = load_average();
+    let publish_bytes: u64 = walk(&dir.join("warehouse"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let duck_bytes = std::fs::metadata(dir.join("duckdb.parquet")).map_or(0, |m| m.len());
 
     println!(
         "records landed: {records} in {} objects ({bytes} bytes gzip)",
         objects.len()
     );
     println!(
-        "publisher: {published} records, {files} Parquet files in {publish_secs:.2} s = {:.0} records/s, peak RSS {} MiB",
+        "publisher ({cores} cores: tokio multi-thread runtime and its blocking pool): {published} records, {files} Parquet files ({publish_bytes} bytes) in {publish_secs:.2} s = {:.0} records/s, peak RSS {} MiB",
         published as f64 / publish_secs,
         publish_rss / 1024
     );
     println!(
-        "duckdb (read_json + COPY TO parquet, {threads} threads): {duck_rows} records in {duck_secs:.2} s = {:.0} records/s, peak RSS {} MiB",
+        "duckdb (read_json + COPY TO parquet, {threads} threads): {duck_rows} records ({duck_bytes} bytes) in {duck_secs:.2} s = {:.0} records/s, peak RSS {} MiB",
         duck_rows as f64 / duck_secs,
         duck_rss / 1024
     );
