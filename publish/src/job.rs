@@ -88,9 +88,10 @@ pub struct PublishJob {
 
 impl PublishJob {
     /// The scheduled function's settings, from its environment: `BRONZE_BUCKET`,
-    /// `STATE_TABLE`, `ICEBERG_CATALOG` (`glue`, `glue:<account id>` or `sqlite:<path>`),
-    /// `ICEBERG_WAREHOUSE`, optional `ICEBERG_TABLE`, and the SDK's variables for storage
-    /// and the Glue client.
+    /// `STATE_TABLE`, `ICEBERG_CATALOG` (`glue`, `glue:<account id>`, `sqlite:<path>`,
+    /// `s3tables:<table bucket ARN>` or `rest:<URI>`), `ICEBERG_WAREHOUSE`, optional
+    /// `ICEBERG_TABLE`, the SDK's variables for storage and the Glue and S3 Tables clients,
+    /// and the REST catalog's authentication ([`catalog::REST_ENV`]).
     pub fn from_env() -> Result<Self, JobError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }

@@ -1,9 +1,14 @@
 //! Shared by the publisher's integration tests: landings through the engine into an
-//! in-memory state table, a table in one of two places (a SQLite SQL catalog with a local
-//! warehouse, or moto's Glue with the warehouse and the Bronze objects in a moto bucket), and
-//! the table read back by pyiceberg and DuckDB (`scripts/read_iceberg.py`).
+//! in-memory state table, a table in one of four places (a SQLite SQL catalog with a local
+//! warehouse; moto's Glue with the warehouse and the Bronze objects in a moto bucket; a moto
+//! S3 Tables table bucket, the Bronze objects in a moto bucket; or the REST catalog of
+//! `tests/rest_catalog_server.py` with a local warehouse), and the table read back by
+//! pyiceberg and DuckDB (`scripts/read_iceberg.py`).
 
 #![allow(dead_code, unreachable_pub)] // each test file uses its own part
+
+pub mod rest_server;
+pub mod stale;
 
 use bronze::compress::{Codec, Compression};
 use bronze::config::{KeyStrategy, PayloadFormat, StreamSettings};
@@ -48,6 +53,16 @@ enum Place {
         bucket: String,
         s3: aws_sdk_s3::Client,
     },
+    /// A moto S3 Tables table bucket (each table's warehouse is a moto bucket S3 Tables
+    /// made), with the Bronze objects in a moto bucket.
+    S3Tables {
+        arn: String,
+        s3: aws_sdk_s3::Client,
+        s3tables: aws_sdk_s3tables::Client,
+    },
+    /// The test REST catalog (a SQLite `catalog.db` and a warehouse in `dir`), asked for
+    /// with a bearer token.
+    Rest(rest_server::RestServer),
 }
 
 /// The moto settings, as the integration tests default them (`make test` exports its own).
@@ -103,30 +118,40 @@ impl Env {
     /// Glue database (the table's namespace, created by the first publish). A missing moto
     /// is a failure that says so.
     pub async fn glue() -> Self {
-        let sdk = moto_sdk().await;
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk)
-                .force_path_style(true)
-                .build(),
-        );
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let bucket = format!("bronze-{}", &id[..12]);
-        s3.create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "the local stack is not answering at {}: run `make stack-up` (make test does): {e:?}",
-                    aws("AWS_ENDPOINT_URL")
-                )
-            });
+        let (sdk, s3, id, bucket) = moto_bucket().await;
         let objects = Arc::new(bronze::aws::S3ObjectStore::new(&sdk, &bucket));
         Self::with(
             objects,
             Place::Glue { bucket, s3 },
             &format!("bronze_{}", &id[..12]),
         )
+    }
+
+    /// moto's S3 Tables: a fresh table bucket (the catalog; the table's namespace `bronze` is
+    /// created by the first publish) and a fresh moto bucket with the Bronze objects. A
+    /// missing moto is a failure that says so.
+    pub async fn s3tables() -> Self {
+        let (sdk, s3, id, bucket) = moto_bucket().await;
+        let s3tables = aws_sdk_s3tables::Client::new(&sdk);
+        let arn = s3tables
+            .create_table_bucket()
+            .name(format!("bronze-tables-{}", &id[..12]))
+            .send()
+            .await
+            .expect("create the table bucket")
+            .arn;
+        let objects = Arc::new(bronze::aws::S3ObjectStore::new(&sdk, &bucket));
+        Self::with(objects, Place::S3Tables { arn, s3, s3tables }, "bronze")
+    }
+
+    /// The REST catalog of `tests/rest_catalog_server.py`, started for this test on a free
+    /// port (stopped when the `Env` is dropped); in-memory Bronze bucket.
+    pub fn rest() -> Self {
+        let objects = Arc::new(MemoryObjectStore::new(Faults::new()));
+        let mut env = Self::with(objects, Place::Local, "bronze");
+        let server = rest_server::RestServer::start(&env.dir.join("catalog.db"), &env.warehouse());
+        env.place = Place::Rest(server);
+        env
     }
 
     fn with(objects: Arc<dyn ObjectStore>, place: Place, namespace: &str) -> Self {
@@ -159,27 +184,43 @@ impl Env {
                 uri: format!("sqlite:{}", self.dir.join("catalog.db").display()),
             },
             Place::Glue { .. } => CatalogSpec::Glue { catalog_id: None },
+            Place::S3Tables { arn, .. } => CatalogSpec::S3Tables {
+                table_bucket_arn: arn.clone(),
+            },
+            Place::Rest(server) => CatalogSpec::Rest {
+                uri: server.uri.clone(),
+            },
         }
     }
 
     pub fn warehouse(&self) -> String {
         match &self.place {
-            Place::Local => format!("file://{}", self.dir.join("warehouse").display()),
+            Place::Local | Place::Rest(_) => {
+                format!("file://{}", self.dir.join("warehouse").display())
+            }
             Place::Glue { bucket, .. } => format!("s3://{bucket}/iceberg"),
+            // Not used by S3 Tables (it chooses the location), as on AWS.
+            Place::S3Tables { .. } => "s3://not-used-by-s3tables/".to_owned(),
         }
     }
 
     /// Storage and Glue client settings for moto, as the commands derive them from the
     /// environment.
     pub fn props(&self) -> HashMap<String, String> {
-        match self.place {
+        match &self.place {
             Place::Local => HashMap::new(),
-            Place::Glue { .. } => publish::catalog::props_from_lookup(|name| {
-                aws_env()
-                    .into_iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v)
+            // The token the server demands, as `ICEBERG_REST_TOKEN` gives it.
+            Place::Rest(server) => publish::catalog::props_from_lookup(|name| {
+                (name == "ICEBERG_REST_TOKEN").then(|| server.token.clone())
             }),
+            Place::Glue { .. } | Place::S3Tables { .. } => {
+                publish::catalog::props_from_lookup(|name| {
+                    aws_env()
+                        .into_iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, v)| v)
+                })
+            }
         }
     }
 
@@ -369,12 +410,22 @@ impl Env {
 
     /// The table as pyiceberg and DuckDB read it (`scripts/read_iceberg.py`).
     pub fn read(&self) -> Value {
-        let catalog = match self.place {
-            Place::Local => self.dir.join("catalog.db").display().to_string(),
-            Place::Glue { .. } => self.catalog_spec().to_string(),
+        let (catalog, script) = match self.place {
+            Place::Local | Place::Rest(_) => (
+                self.dir.join("catalog.db").display().to_string(),
+                workspace().join("scripts/read_iceberg.py"),
+            ),
+            Place::Glue { .. } => (
+                self.catalog_spec().to_string(),
+                workspace().join("scripts/read_iceberg.py"),
+            ),
+            Place::S3Tables { .. } => (
+                self.catalog_spec().to_string(),
+                workspace().join("publish/tests/common/read_s3tables.py"),
+            ),
         };
         let out = std::process::Command::new(python())
-            .arg(workspace().join("scripts/read_iceberg.py"))
+            .arg(script)
             .arg(catalog)
             .arg(self.warehouse())
             .arg(self.ident.to_string())
@@ -423,7 +474,13 @@ impl Env {
                 assert_eq!(seen.get(key), Some(want), "{engine}: {key:?}");
             }
         }
-        // No orphan: the warehouse's data files are exactly the ones the table lists.
+        // No orphan: the warehouse's data files are exactly the ones the table lists. An S3
+        // Tables warehouse cannot be listed (moto refuses ListObjects and DeleteObject on it,
+        // as AWS does; S3 Tables' unreferenced file removal deletes orphans): the files the
+        // table lists were all read above.
+        if matches!(self.place, Place::S3Tables { .. }) {
+            return read;
+        }
         let mut listed: Vec<String> = read["files"]
             .as_array()
             .expect("files")
@@ -442,30 +499,83 @@ impl Env {
     /// Every Parquet file in the warehouse, as the table lists them.
     pub async fn data_files(&self) -> Vec<String> {
         match &self.place {
-            Place::Local => local_files(&self.dir.join("warehouse"))
+            Place::Local | Place::Rest(_) => local_files(&self.dir.join("warehouse"))
                 .iter()
                 .map(|p| format!("file://{}", p.display()))
                 .collect(),
-            Place::Glue { bucket, s3 } => {
-                let mut keys = Vec::new();
-                let mut pages = s3
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .prefix("iceberg/")
-                    .into_paginator()
-                    .send();
-                while let Some(page) = pages.next().await {
-                    for object in page.expect("list the warehouse").contents() {
-                        let key = object.key().unwrap_or_default();
-                        if key.ends_with(".parquet") {
-                            keys.push(format!("s3://{bucket}/{key}"));
-                        }
-                    }
-                }
-                keys
+            Place::Glue { bucket, s3 } => list_parquet(s3, bucket, "iceberg/").await,
+            Place::S3Tables { .. } => {
+                panic!("an S3 Tables warehouse cannot be listed (ListObjects is refused)")
             }
         }
     }
+
+    /// S3 Tables' client and table bucket ARN.
+    pub fn s3tables_client(&self) -> (&aws_sdk_s3tables::Client, &str) {
+        match &self.place {
+            Place::S3Tables { s3tables, arn, .. } => (s3tables, arn),
+            _ => panic!("not an S3 Tables place"),
+        }
+    }
+
+    /// The warehouse location S3 Tables gave the table (`s3://<name>--table-s3`).
+    pub async fn s3tables_location(&self) -> String {
+        let (client, arn) = self.s3tables_client();
+        client
+            .get_table()
+            .table_bucket_arn(arn)
+            .namespace(&self.ident.namespace().as_ref()[0])
+            .name(self.ident.name())
+            .send()
+            .await
+            .expect("the S3 Tables table")
+            .warehouse_location
+    }
+}
+
+/// A fresh moto bucket (for the Bronze objects, with a warehouse for Glue): the SDK
+/// configuration, a path-style S3 client, a unique id and the bucket's name. A missing moto
+/// is a failure that says so.
+pub async fn moto_bucket() -> (aws_config::SdkConfig, aws_sdk_s3::Client, String, String) {
+    let sdk = moto_sdk().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let bucket = format!("bronze-{}", &id[..12]);
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the local stack is not answering at {}: run `make stack-up` (make test does): {e:?}",
+                aws("AWS_ENDPOINT_URL")
+            )
+        });
+    (sdk, s3, id, bucket)
+}
+
+/// Every `.parquet` object under `prefix` in `bucket`, as `s3://bucket/key`.
+pub async fn list_parquet(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for object in page.expect("list the warehouse").contents() {
+            let key = object.key().unwrap_or_default();
+            if key.ends_with(".parquet") {
+                keys.push(format!("s3://{bucket}/{key}"));
+            }
+        }
+    }
+    keys
 }
 
 fn local_files(dir: &Path) -> Vec<PathBuf> {

@@ -1,0 +1,144 @@
+//! The publisher on an Iceberg REST catalog: `tests/rest_catalog_server.py` (pyiceberg's
+//! `SqlCatalog` behind the REST API, checking every commit's requirements and answering 409
+//! on a conflict) runs for each test on a free port and demands a bearer token. The table is
+//! read back by pyiceberg and DuckDB: every committed record once, byte for byte; a publish
+//! that crashes at any step is redone exactly once; two publishers at once publish exactly
+//! once; a commit planned on a stale snapshot is refused by the server itself.
+
+mod common;
+
+use common::Env;
+use iceberg::ErrorKind;
+use publish::publisher::{PublishError, PublishFaults, PublishStep};
+use std::sync::Arc;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_through_rest_appends_and_reruns_exactly_once() {
+    let mut env = Env::rest();
+    let catalog = env.catalog().await;
+
+    env.land(20, 4).await;
+    let first = env.publish(catalog.as_ref()).await;
+    assert_eq!((first.records, first.entries, first.files), (80, 20, 8));
+    // The server chose the table's location, under the warehouse it serves.
+    let table = catalog.load_table(&env.ident).await.expect("load");
+    assert_eq!(
+        table.metadata().location(),
+        format!("{}/bronze/records", env.warehouse())
+    );
+    env.check().await;
+
+    // Nothing new: no snapshot.
+    assert_eq!(env.publish(catalog.as_ref()).await.snapshot_id, None);
+
+    env.land(5, 2).await;
+    let second = env.publish(catalog.as_ref()).await;
+    assert_eq!((second.records, second.entries), (20, 12));
+    let read = env.check().await;
+    assert_eq!(read["summary"]["operation"], "append");
+    assert_eq!(
+        read["summary"]["bronze.watermark.kafka#orders#0"],
+        "position:8"
+    );
+
+    // A crash at every step, then a rerun in a new process: exactly once, orphans swept.
+    for step in [
+        PublishStep::BeforeWrite,
+        PublishStep::AfterFirstFile,
+        PublishStep::BeforeCommit,
+        PublishStep::AfterCommit,
+    ] {
+        env.land(3, 1).await;
+        let faults = Arc::new(PublishFaults::default());
+        faults.arm(step);
+        let crashed = env.publisher(catalog.as_ref(), faults).publish().await;
+        assert!(
+            matches!(crashed, Err(PublishError::Crashed(s)) if s == step),
+            "{step:?}: {crashed:?}"
+        );
+        env.land(2, 2).await;
+        let catalog = env.catalog().await;
+        let rerun = env.publish(catalog.as_ref()).await;
+        let leftover = matches!(
+            step,
+            PublishStep::AfterFirstFile | PublishStep::BeforeCommit
+        );
+        assert_eq!(rerun.orphans_deleted > 0, leftover, "{step:?}: {rerun:?}");
+        env.check().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_publishers_at_once_through_rest_publish_exactly_once() {
+    let mut env = Env::rest();
+    let first = env.catalog().await;
+    let second = env.catalog().await;
+    let mut snapshots = 0;
+    for round in 0..4 {
+        env.land(9, 2 + round).await;
+        let (pa, pb) = (
+            env.publisher(first.as_ref(), Arc::default()),
+            env.publisher(second.as_ref(), Arc::default()),
+        );
+        let (a, b) = tokio::join!(pa.publish(), pb.publish());
+        let (a, b) = (a.expect("first publisher"), b.expect("second publisher"));
+        snapshots += usize::from(a.snapshot_id.is_some()) + usize::from(b.snapshot_id.is_some());
+        assert_eq!(a.records + b.records, 36, "round {round}: {a:?} {b:?}");
+    }
+    assert!(snapshots >= 4);
+    env.check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_refuses_a_stale_commit() {
+    let mut env = Env::rest();
+    let catalog = env.catalog().await;
+    env.land(3, 3).await;
+    env.publish(catalog.as_ref()).await;
+    let stale = catalog.load_table(&env.ident).await.expect("load");
+    env.land(3, 3).await;
+    env.publish(catalog.as_ref()).await;
+    let moved = catalog.load_table(&env.ident).await.expect("load");
+    assert_ne!(
+        stale.metadata().current_snapshot_id(),
+        moved.metadata().current_snapshot_id()
+    );
+
+    // The client sends the old snapshot's requirements as they are: the server answers 409.
+    let refused = common::stale::commit_stale_append(catalog.as_ref(), &stale).await;
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts),
+        "{refused:?}"
+    );
+    let after = catalog.load_table(&env.ident).await.expect("load");
+    assert_eq!(after.metadata_location(), moved.metadata_location());
+    env.land(2, 2).await;
+    assert_eq!(env.publish(catalog.as_ref()).await.records, 8);
+    env.check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warehouse_and_the_token_reach_the_server() {
+    let env = Env::rest();
+    // The server serves one warehouse and demands its token: a catalog asking for another
+    // warehouse, or without the token, fails on its first call.
+    let other = publish::catalog::open(&env.catalog_spec(), "file:///elsewhere", env.props())
+        .await
+        .expect("open");
+    let err = other
+        .list_namespaces(None)
+        .await
+        .expect_err("another warehouse");
+    assert!(err.to_string().contains("no warehouse"), "{err}");
+    let anonymous = publish::catalog::open(
+        &env.catalog_spec(),
+        &env.warehouse(),
+        std::collections::HashMap::new(),
+    )
+    .await
+    .expect("open");
+    let err = anonymous.list_namespaces(None).await.expect_err("no token");
+    assert!(err.to_string().contains("bearer token"), "{err}");
+    let catalog = env.catalog().await;
+    assert_eq!(catalog.list_namespaces(None).await.expect("list"), vec![]);
+}
