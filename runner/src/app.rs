@@ -64,7 +64,7 @@ pub async fn setup(config: &str) -> anyhow::Result<Setup> {
 fn lander(setup: &Setup) -> anyhow::Result<Lander> {
     let env = &setup.env;
     Ok(Lander::new(
-        Arc::new(S3ObjectStore::new(&setup.sdk, &env.bucket)),
+        Arc::new(S3ObjectStore::new(&setup.sdk, &env.bucket).with_multipart(env.multipart)),
         Arc::new(DynamoStateStore::new(&setup.sdk, &env.state_table)),
         Arc::new(SqsDeadLetterQueue::new(&setup.sdk, &env.dlq_url)),
         env.prefix.clone(),

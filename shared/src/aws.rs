@@ -5,6 +5,7 @@
 //! attempts ([`sdk_config`]). What is still failing afterwards is classified once by
 //! [`classify`].
 
+use crate::config::Multipart;
 use crate::ports::{
     Checkpoint, CommitEntry, DeadLetterQueue, LogPositions, ObjectStore, PortError, PutOutcome,
     StateStore,
@@ -164,6 +165,7 @@ where
 pub struct S3ObjectStore {
     client: aws_sdk_s3::Client,
     bucket: String,
+    multipart: Multipart,
 }
 
 impl S3ObjectStore {
@@ -177,39 +179,156 @@ impl S3ObjectStore {
         Self {
             client: aws_sdk_s3::Client::from_conf(s3),
             bucket: bucket.into(),
+            multipart: Multipart::default(),
         }
+    }
+
+    /// Uploads objects of at least `multipart.threshold` bytes in parts.
+    pub fn with_multipart(mut self, multipart: Multipart) -> Self {
+        self.multipart = multipart;
+        self
     }
 
     fn target(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, key)
     }
+
+    fn content_type(key: &str) -> &'static str {
+        crate::compress::Codec::of_key(key).map_or("application/octet-stream", |c| c.content_type())
+    }
+
+    /// `put_if_absent` for a large object: CreateMultipartUpload, the parts (several at once,
+    /// each retried by the SDK), then CompleteMultipartUpload with `If-None-Match: *`, which
+    /// S3 refuses with 412 when an object exists at the key, exactly like a conditional
+    /// PutObject. Nothing is visible at the key before the completion. An upload that does not
+    /// complete is aborted (and the bucket's lifecycle rule removes any an abort missed).
+    async fn put_parts_if_absent(&self, key: &str, body: Vec<u8>) -> Result<PutOutcome, PortError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(Self::content_type(key))
+            .send()
+            .await
+            .map_err(|e| classify("s3:CreateMultipartUpload", &self.target(key), &e))?;
+        let upload_id = created.upload_id().ok_or_else(|| PortError::Permanent {
+            operation: "s3:CreateMultipartUpload",
+            target: self.target(key),
+            message: "the answer has no UploadId".into(),
+        })?;
+        let result = self.complete_parts(key, upload_id, body).await;
+        if !matches!(result, Ok(PutOutcome::Created)) {
+            // Best effort: an upload left behind costs storage until the lifecycle rule's
+            // AbortIncompleteMultipartUpload removes it, never a wrong object.
+            if let Err(e) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send()
+                .await
+            {
+                tracing::warn!(object_key = key, upload_id, error = %classify("s3:AbortMultipartUpload", &self.target(key), &e), "could not abort the multipart upload; the bucket's lifecycle rule will");
+            }
+        }
+        result
+    }
+
+    async fn complete_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        body: Vec<u8>,
+    ) -> Result<PutOutcome, PortError> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        use futures::{StreamExt as _, TryStreamExt as _};
+        let body = bytes::Bytes::from(body);
+        let part_size = self.multipart.part_size_for(body.len());
+        let ranges: Vec<(i32, std::ops::Range<usize>)> = (0..body.len())
+            .step_by(part_size)
+            .zip(1..)
+            .map(|(start, n)| (n, start..(start + part_size).min(body.len())))
+            .collect();
+        let parts: Vec<CompletedPart> = futures::stream::iter(ranges)
+            .map(|(number, range)| {
+                let chunk = body.slice(range);
+                async move {
+                    let out = self
+                        .client
+                        .upload_part()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .part_number(number)
+                        .body(chunk.into())
+                        .send()
+                        .await
+                        .map_err(|e| classify("s3:UploadPart", &self.target(key), &e))?;
+                    Ok::<_, PortError>(
+                        CompletedPart::builder()
+                            .part_number(number)
+                            .set_e_tag(out.e_tag().map(str::to_owned))
+                            .build(),
+                    )
+                }
+            })
+            .buffered(self.multipart.concurrency.max(1))
+            .try_collect()
+            .await?;
+        drop(body);
+        let result = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .if_none_match("*")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(err) if is_precondition_failed(&err) => Ok(PutOutcome::AlreadyExists),
+            Err(err) => Err(classify(
+                "s3:CompleteMultipartUpload",
+                &self.target(key),
+                &err,
+            )),
+        }
+    }
+}
+
+/// S3's answer to a failed `If-None-Match: *`: 412 Precondition Failed.
+fn is_precondition_failed<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    err.raw_response()
+        .is_some_and(|r| r.status().as_u16() == 412)
 }
 
 #[async_trait]
 impl ObjectStore for S3ObjectStore {
     async fn put_if_absent(&self, key: &str, body: Vec<u8>) -> Result<PutOutcome, PortError> {
+        if body.len() >= self.multipart.threshold {
+            return self.put_parts_if_absent(key, body).await;
+        }
         let result = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_type(
-                crate::compress::Codec::of_key(key)
-                    .map_or("application/octet-stream", |c| c.content_type()),
-            )
+            .content_type(Self::content_type(key))
             .if_none_match("*")
             .body(body.into())
             .send()
             .await;
         match result {
             Ok(_) => Ok(PutOutcome::Created),
-            Err(err)
-                if err
-                    .raw_response()
-                    .is_some_and(|r| r.status().as_u16() == 412) =>
-            {
-                Ok(PutOutcome::AlreadyExists)
-            }
+            Err(err) if is_precondition_failed(&err) => Ok(PutOutcome::AlreadyExists),
             Err(err) => Err(classify("s3:PutObject", &self.target(key), &err)),
         }
     }

@@ -658,6 +658,85 @@ pub struct EnvConfig {
     /// `KAFKA_PARTIAL_BATCH_RESPONSE`: answer Kafka batches with `batchItemFailures`
     /// instead of failing the invocation (only when the mapping enables it).
     pub kafka_partial_batch_response: bool,
+    /// `BRONZE_MULTIPART_THRESHOLD_BYTES` and `BRONZE_MULTIPART_PART_BYTES`: when objects are
+    /// uploaded in parts.
+    pub multipart: Multipart,
+}
+
+/// When the Bronze bucket adapter uploads an object as a multipart upload instead of one
+/// `PutObject`: objects of at least `threshold` bytes go up in parts of `part_size` bytes (the
+/// last one shorter), several at once, and are completed with `If-None-Match: *`, so they stay
+/// conditional exactly like a single put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Multipart {
+    /// Objects this large or larger are uploaded in parts.
+    pub threshold: usize,
+    /// The size of every part but the last (S3 requires at least 5 MiB).
+    pub part_size: usize,
+    /// Parts uploaded at once.
+    pub concurrency: usize,
+}
+
+impl Multipart {
+    /// S3's smallest part (every part but the last).
+    pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+    /// S3's largest number of parts in one upload.
+    pub const MAX_PARTS: usize = 10_000;
+
+    /// Reads `BRONZE_MULTIPART_THRESHOLD_BYTES` (default 16 MiB) and
+    /// `BRONZE_MULTIPART_PART_BYTES` (default 8 MiB, at least 5 MiB, at most the threshold).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let bytes = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
+            match lookup(name).filter(|v| !v.trim().is_empty()) {
+                None => Ok(default),
+                Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
+                    field: name.into(),
+                    reason: format!("expected a number of bytes, found {v:?}"),
+                }),
+            }
+        };
+        let defaults = Self::default();
+        let threshold = bytes("BRONZE_MULTIPART_THRESHOLD_BYTES", defaults.threshold)?;
+        let part_size = bytes("BRONZE_MULTIPART_PART_BYTES", defaults.part_size)?;
+        if part_size < Self::MIN_PART_SIZE {
+            return Err(ConfigError::Invalid {
+                field: "BRONZE_MULTIPART_PART_BYTES".into(),
+                reason: format!(
+                    "{part_size} is below S3's smallest part, {} bytes",
+                    Self::MIN_PART_SIZE
+                ),
+            });
+        }
+        if threshold < part_size {
+            return Err(ConfigError::Invalid {
+                field: "BRONZE_MULTIPART_THRESHOLD_BYTES".into(),
+                reason: format!(
+                    "{threshold} is below the part size ({part_size}): an object of one part is a plain PutObject"
+                ),
+            });
+        }
+        Ok(Self {
+            threshold,
+            part_size,
+            concurrency: defaults.concurrency,
+        })
+    }
+
+    /// The part size for an object of `len` bytes: `part_size`, raised when the object would
+    /// otherwise need more than S3's 10,000 parts.
+    pub fn part_size_for(&self, len: usize) -> usize {
+        self.part_size.max(len.div_ceil(Self::MAX_PARTS))
+    }
+}
+
+impl Default for Multipart {
+    fn default() -> Self {
+        Self {
+            threshold: 16 * 1024 * 1024,
+            part_size: 8 * 1024 * 1024,
+            concurrency: 4,
+        }
+    }
 }
 
 impl EnvConfig {
@@ -698,6 +777,7 @@ impl EnvConfig {
             dlq_url: required("DLQ_URL")?,
             connector_config: lookup("CONNECTOR_CONFIG").filter(|v| !v.is_empty()),
             kafka_partial_batch_response,
+            multipart: Multipart::from_lookup(&lookup)?,
         })
     }
 
@@ -908,6 +988,46 @@ streams:
     }
 
     #[test]
+    fn multipart_settings_from_env() {
+        let read = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            Multipart::from_lookup(move |name| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            })
+        };
+        assert_eq!(read(&[]).unwrap(), Multipart::default());
+        let m = read(&[
+            ("BRONZE_MULTIPART_THRESHOLD_BYTES", "6291456"),
+            ("BRONZE_MULTIPART_PART_BYTES", "5242880"),
+        ])
+        .unwrap();
+        assert_eq!((m.threshold, m.part_size), (6_291_456, 5_242_880));
+        let err = read(&[("BRONZE_MULTIPART_PART_BYTES", "1048576")]).unwrap_err();
+        assert!(
+            err.to_string().contains("BRONZE_MULTIPART_PART_BYTES"),
+            "{err}"
+        );
+        let err = read(&[("BRONZE_MULTIPART_THRESHOLD_BYTES", "5242880")]).unwrap_err();
+        assert!(
+            err.to_string().contains("BRONZE_MULTIPART_THRESHOLD_BYTES"),
+            "{err}"
+        );
+        let err = read(&[("BRONZE_MULTIPART_THRESHOLD_BYTES", "16M")]).unwrap_err();
+        assert!(err.to_string().contains("16M"), "{err}");
+        // Never more than S3's 10,000 parts.
+        let m = Multipart::default();
+        assert_eq!(m.part_size_for(1024), m.part_size);
+        let huge: usize = 200 * 1024 * 1024 * 1024;
+        assert!(huge.div_ceil(m.part_size_for(huge)) <= Multipart::MAX_PARTS);
+    }
+
+    #[test]
     fn connector_location_from_env() {
         let with = |v: Option<&str>| EnvConfig {
             bucket: "b".into(),
@@ -916,6 +1036,7 @@ streams:
             dlq_url: "q".into(),
             connector_config: v.map(str::to_owned),
             kafka_partial_batch_response: false,
+            multipart: Multipart::default(),
         };
         assert_eq!(with(None).connector_location(), ConnectorLocation::Defaults);
         assert_eq!(

@@ -13,7 +13,9 @@
 //!   `secretsmanager:GetSecretValue`;
 //! - the query protocol (older SQS clients) by `Action=` in the form body;
 //! - S3 by method and path: `s3:PutObject`, `s3:GetObject`, `s3:HeadObject`,
-//!   `s3:DeleteObject`, `s3:ListObjectsV2` (`list-type=2`), `s3:CreateBucket`...;
+//!   `s3:DeleteObject`, `s3:ListObjectsV2` (`list-type=2`), `s3:CreateBucket`, the multipart
+//!   calls (`s3:CreateMultipartUpload`, `s3:UploadPart`, `s3:CompleteMultipartUpload`,
+//!   `s3:AbortMultipartUpload`, `s3:ListMultipartUploads`)...;
 //! - Lambda's REST API by path (`lambda:ListEventSourceMappings`); anything else as
 //!   `<service>:<METHOD>` with the service taken from the request's SigV4 credential scope.
 //!
@@ -558,7 +560,15 @@ pub fn operation(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -
         let segments: Vec<&str> = path.trim_start_matches('/').splitn(2, '/').collect();
         let has_key = segments.len() == 2 && !segments[1].is_empty();
         let has_bucket = !segments[0].is_empty();
+        let upload = query_param(query, "uploadId").is_some();
         let action = match (method.as_str(), has_bucket, has_key) {
+            ("PUT", _, true) if upload => "UploadPart",
+            ("POST", _, true) if query_param(query, "uploads").is_some() => "CreateMultipartUpload",
+            ("POST", _, true) if upload => "CompleteMultipartUpload",
+            ("DELETE", _, true) if upload => "AbortMultipartUpload",
+            ("GET", true, false) if query_param(query, "uploads").is_some() => {
+                "ListMultipartUploads"
+            }
             ("PUT", _, true) if headers.contains_key("x-amz-copy-source") => "CopyObject",
             ("PUT", _, true) => "PutObject",
             ("PUT", true, false) => "CreateBucket",

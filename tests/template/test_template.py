@@ -591,7 +591,7 @@ class TestLeastPrivilege:
             if s.get("Sid") in {"BronzeObjects", "BronzeListUnderPrefix", "StateRegistry", "StatePositions", "DeadLetters"}
         }
         objects = statements["BronzeObjects"]
-        assert set(objects["Action"]) == {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}
+        assert set(objects["Action"]) == {"s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"}
         assert objects["Resource"] == {"Fn::Sub": "${BronzeBucket.Arn}/${BronzePrefix}/*"}
         listing = statements["BronzeListUnderPrefix"]
         assert listing["Action"] == "s3:ListBucket"

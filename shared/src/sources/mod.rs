@@ -83,7 +83,7 @@ impl App {
         let sdk = crate::aws::sdk_config().await;
         let connector = load_connector(&env, &sdk).await?;
         let lander = Lander::new(
-            Arc::new(S3ObjectStore::new(&sdk, &env.bucket)),
+            Arc::new(S3ObjectStore::new(&sdk, &env.bucket).with_multipart(env.multipart)),
             Arc::new(DynamoStateStore::new(&sdk, &env.state_table)),
             Arc::new(SqsDeadLetterQueue::new(&sdk, &env.dlq_url)),
             env.prefix.clone(),
