@@ -6,7 +6,10 @@ use bronze::sources::{self, App, kafka};
 use bronze::telemetry::{self, Metrics};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
-#[tokio::main]
+// One invocation at a time, as in the Kinesis function: the handler, the SDK's connections and
+// the Runtime API client run on one thread; compression runs on rayon's threads, one per core
+// (`bronze::compress::Pipeline`).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init_json_logs();
     // A bad configuration fails every invocation with an error naming the field, instead of
