@@ -15,8 +15,8 @@
 //!    objects: `COPY (SELECT * FROM read_json([...])) TO '...' (FORMAT parquet,
 //!    COMPRESSION zstd)`, timed inside the process, and its peak RSS.
 //!
-//! Prints both rates, both peaks, both output sizes, the cores each side could use and the
-//! load average before, between and after. Nothing here is asserted: it is a measurement,
+//! Prints both rates, both peaks, both processes' CPU time, both output sizes, the cores
+//! each side could use and the load average before, between and after. Nothing here is asserted: it is a measurement,
 //! see BENCHMARKS.md.
 
 use async_trait::async_trait;
@@ -244,8 +244,18 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Runs `cmd` under `/usr/bin/time -v`; returns its stdout and peak RSS in KiB.
-fn timed(cmd: &mut Command) -> (String, u64) {
+/// What `/usr/bin/time -v` measured of a process.
+struct Measured {
+    /// Its stdout.
+    stdout: String,
+    /// Peak RSS, KiB.
+    rss_kib: u64,
+    /// User plus system CPU time, seconds (the whole process, setup included).
+    cpu_secs: f64,
+}
+
+/// Runs `cmd` under `/usr/bin/time -v`.
+fn timed(cmd: &mut Command) -> Measured {
     let program = cmd.get_program().to_owned();
     let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
     let out = Command::new("/usr/bin/time")
@@ -257,21 +267,31 @@ fn timed(cmd: &mut Command) -> (String, u64) {
         .expect("/usr/bin/time (GNU time) is needed for peak RSS");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let rss = stderr
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .expect("GNU time's peak RSS line");
-    (String::from_utf8_lossy(&out.stdout).into_owned(), rss)
+    let field = |name: &str| -> f64 {
+        stderr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("GNU time's {name:?} line"))
+    };
+    Measured {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        rss_kib: field("Maximum resident set size (kbytes):") as u64,
+        cpu_secs: field("User time (seconds):") + field("System time (seconds):"),
+    }
+}
+
+/// The last line of a child's stdout (the result line), split at whitespace.
+fn result_line(stdout: &str) -> std::str::SplitWhitespace<'_> {
+    stdout.lines().last().unwrap_or_default().split_whitespace()
 }
 
 const DUCKDB: &str = r#"
 import sys, time, duckdb
 objects, out = sys.argv[1], sys.argv[2]
 con = duckdb.connect()
+# Its progress bar goes to stdout (seen under `python -c`), before the result line.
+con.execute("SET enable_progress_bar = false")
 threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
 started = time.perf_counter()
 con.execute(f"COPY (SELECT * FROM read_json('{objects}/**/*.jsonl.gz', format='newline_delimited')) TO '{out}' (FORMAT parquet, COMPRESSION zstd)")
@@ -314,8 +334,8 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load_before = load_average();
     let exe = std::env::current_exe().expect("exe");
-    let (out, publish_rss) = timed(Command::new(&exe).arg("--publish-phase").arg(&dir));
-    let mut f = out.split_whitespace();
+    let publish = timed(Command::new(&exe).arg("--publish-phase").arg(&dir));
+    let mut f = result_line(&publish.stdout);
     let published: u64 = f.next().and_then(|v| v.parse().ok()).expect("records");
     let publish_secs: f64 = f.next().and_then(|v| v.parse().ok()).expect("seconds");
     let files: u64 = f.next().and_then(|v| v.parse().ok()).expect("files");
@@ -328,14 +348,14 @@ fn main() {
     } else {
         PathBuf::from("python3")
     };
-    let (out, duck_rss) = timed(
+    let duck = timed(
         Command::new(python)
             .arg("-c")
             .arg(DUCKDB)
             .arg(dir.join("objects"))
             .arg(dir.join("duckdb.parquet")),
     );
-    let mut f = out.split_whitespace();
+    let mut f = result_line(&duck.stdout);
     let duck_rows: u64 = f.next().and_then(|v| v.parse().ok()).expect("rows");
     let duck_secs: f64 = f.next().and_then(|v| v.parse().ok()).expect("seconds");
     let threads = f.next().unwrap_or("?").to_owned();
@@ -353,14 +373,16 @@ fn main() {
         objects.len()
     );
     println!(
-        "publisher ({cores} cores: tokio multi-thread runtime and its blocking pool): {published} records, {files} Parquet files ({publish_bytes} bytes) in {publish_secs:.2} s = {:.0} records/s, peak RSS {} MiB",
+        "publisher ({cores} cores: tokio multi-thread runtime and its blocking pool): {published} records, {files} Parquet files ({publish_bytes} bytes) in {publish_secs:.2} s = {:.0} records/s, peak RSS {} MiB, process CPU {:.2} s",
         published as f64 / publish_secs,
-        publish_rss / 1024
+        publish.rss_kib / 1024,
+        publish.cpu_secs
     );
     println!(
-        "duckdb (read_json + COPY TO parquet, {threads} threads): {duck_rows} records ({duck_bytes} bytes) in {duck_secs:.2} s = {:.0} records/s, peak RSS {} MiB",
+        "duckdb (read_json + COPY TO parquet, {threads} threads): {duck_rows} records ({duck_bytes} bytes) in {duck_secs:.2} s = {:.0} records/s, peak RSS {} MiB, process CPU {:.2} s",
         duck_rows as f64 / duck_secs,
-        duck_rss / 1024
+        duck.rss_kib / 1024,
+        duck.cpu_secs
     );
     println!(
         "publisher / duckdb rate: {:.2}",
