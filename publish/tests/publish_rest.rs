@@ -8,7 +8,6 @@
 mod common;
 
 use common::Env;
-use iceberg::ErrorKind;
 use publish::publisher::{PublishError, PublishFaults, PublishStep};
 use std::sync::Arc;
 
@@ -93,25 +92,9 @@ async fn two_publishers_at_once_through_rest_publish_exactly_once() {
 async fn the_server_refuses_a_stale_commit() {
     let mut env = Env::rest();
     let catalog = env.catalog().await;
-    env.land(3, 3).await;
-    env.publish(catalog.as_ref()).await;
-    let stale = catalog.load_table(&env.ident).await.expect("load");
-    env.land(3, 3).await;
-    env.publish(catalog.as_ref()).await;
-    let moved = catalog.load_table(&env.ident).await.expect("load");
-    assert_ne!(
-        stale.metadata().current_snapshot_id(),
-        moved.metadata().current_snapshot_id()
-    );
-
+    let (stale, current) = common::stale::stale_and_current(&mut env, catalog.as_ref()).await;
     // The client sends the old snapshot's requirements as they are: the server answers 409.
-    let refused = common::stale::commit_stale_append(catalog.as_ref(), &stale).await;
-    assert!(
-        matches!(&refused, Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts),
-        "{refused:?}"
-    );
-    let after = catalog.load_table(&env.ident).await.expect("load");
-    assert_eq!(after.metadata_location(), moved.metadata_location());
+    common::stale::assert_stale_append_refused(catalog.as_ref(), &stale, &current).await;
     env.land(2, 2).await;
     assert_eq!(env.publish(catalog.as_ref()).await.records, 8);
     env.check().await;
@@ -141,4 +124,22 @@ async fn the_warehouse_and_the_token_reach_the_server() {
     assert!(err.to_string().contains("bearer token"), "{err}");
     let catalog = env.catalog().await;
     assert_eq!(catalog.list_namespaces(None).await.expect("list"), vec![]);
+
+    // `https://` has a TLS client (iceberg-catalog-rest's reqwest has none of its own): a
+    // plain HTTP server fails the handshake, rather than the URI being refused.
+    let https = publish::catalog::CatalogSpec::Rest {
+        uri: env
+            .catalog_spec()
+            .to_string()
+            .replace("rest:http://", "https://"),
+    };
+    let tls = publish::catalog::open(&https, &env.warehouse(), env.props())
+        .await
+        .expect("open");
+    let err = format!(
+        "{:?}",
+        tls.list_namespaces(None).await.expect_err("not TLS")
+    );
+    assert!(!err.contains("scheme is not http"), "{err}");
+    assert!(err.contains("error sending request"), "{err}");
 }

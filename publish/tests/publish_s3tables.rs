@@ -15,12 +15,11 @@
 mod common;
 
 use common::Env;
-use iceberg::ErrorKind;
 use publish::publisher::{PublishError, PublishFaults, PublishStep};
 use std::sync::Arc;
 
-/// The table's metadata location as S3 Tables records it.
-async fn metadata_location(env: &Env) -> String {
+/// The table as S3 Tables records it (metadata location, version token).
+async fn get_table(env: &Env) -> aws_sdk_s3tables::operation::get_table::GetTableOutput {
     let (client, arn) = env.s3tables_client();
     client
         .get_table()
@@ -30,6 +29,12 @@ async fn metadata_location(env: &Env) -> String {
         .send()
         .await
         .expect("get the table")
+}
+
+/// The table's metadata location as S3 Tables records it.
+async fn metadata_location(env: &Env) -> String {
+    get_table(env)
+        .await
         .metadata_location
         .expect("a metadata location")
 }
@@ -108,58 +113,34 @@ async fn publishes_to_s3tables_appends_and_reruns_exactly_once() {
 async fn a_stale_commit_is_refused_and_the_version_token_is_checked() {
     let mut env = Env::s3tables().await;
     let catalog = env.catalog().await;
-    env.land(3, 3).await;
-    env.publish(catalog.as_ref()).await;
-    let stale = catalog.load_table(&env.ident).await.expect("load");
-    env.land(3, 3).await;
-    env.publish(catalog.as_ref()).await;
-    let moved = catalog.load_table(&env.ident).await.expect("load");
-    assert_ne!(
-        stale.metadata().current_snapshot_id(),
-        moved.metadata().current_snapshot_id()
-    );
-
+    let (stale, current) = common::stale::stale_and_current(&mut env, catalog.as_ref()).await;
     // A commit planned on the old snapshot, without the publisher's fence: refused.
-    let refused = common::stale::commit_stale_append(catalog.as_ref(), &stale).await;
-    assert!(
-        matches!(&refused, Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts),
-        "{refused:?}"
-    );
-    let after = catalog.load_table(&env.ident).await.expect("load");
-    assert_eq!(after.metadata_location(), moved.metadata_location());
+    common::stale::assert_stale_append_refused(catalog.as_ref(), &stale, &current).await;
 
     // Under that check, S3 Tables' own: an update carrying the version token of a load that
     // another update followed is refused (ConflictException), and the table stays put.
     let (client, arn) = env.s3tables_client();
     let (ns, name) = (&env.ident.namespace().as_ref()[0], env.ident.name());
-    let loaded = client
-        .get_table()
-        .table_bucket_arn(arn)
-        .namespace(ns)
-        .name(name)
-        .send()
-        .await
-        .expect("get the table");
+    let loaded = get_table(&env).await;
     let location = loaded.metadata_location.clone().expect("a location");
-    client
-        .update_table_metadata_location()
-        .table_bucket_arn(arn)
-        .namespace(ns)
-        .name(name)
-        .version_token(&loaded.version_token)
-        .metadata_location(&location)
-        .send()
+    let update = |token: &str, location: &str| {
+        client
+            .update_table_metadata_location()
+            .table_bucket_arn(arn)
+            .namespace(ns)
+            .name(name)
+            .version_token(token)
+            .metadata_location(location)
+            .send()
+    };
+    update(&loaded.version_token, &location)
         .await
         .expect("an update with the current token");
-    let stale_token = client
-        .update_table_metadata_location()
-        .table_bucket_arn(arn)
-        .namespace(ns)
-        .name(name)
-        .version_token(&loaded.version_token)
-        .metadata_location(stale.metadata_location().expect("stale location"))
-        .send()
-        .await;
+    let stale_token = update(
+        &loaded.version_token,
+        stale.metadata_location().expect("stale location"),
+    )
+    .await;
     assert!(
         stale_token
             .as_ref()
@@ -168,15 +149,7 @@ async fn a_stale_commit_is_refused_and_the_version_token_is_checked() {
             .is_some_and(|e| e.is_conflict_exception()),
         "{stale_token:?}"
     );
-    let now = client
-        .get_table()
-        .table_bucket_arn(arn)
-        .namespace(ns)
-        .name(name)
-        .send()
-        .await
-        .expect("get the table");
-    assert_eq!(now.metadata_location.as_deref(), Some(location.as_str()));
+    assert_eq!(metadata_location(&env).await, location);
 
     // The publisher goes on from the table as it is: exactly once.
     env.land(2, 2).await;

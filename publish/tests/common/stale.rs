@@ -4,6 +4,7 @@
 //! check stands between it and the table (the publisher's `Fenced` is not involved).
 
 use async_trait::async_trait;
+use iceberg::ErrorKind;
 use iceberg::table::Table;
 use iceberg::{Catalog, Namespace, NamespaceIdent, Result, TableCommit, TableCreation, TableIdent};
 use std::collections::HashMap;
@@ -98,4 +99,35 @@ pub async fn commit_stale_append(catalog: &dyn Catalog, stale: &Table) -> Result
         .apply(tx)?
         .commit(&view)
         .await
+}
+
+/// Publishes twice, loading the table in between: the table as the first publish left it
+/// (stale) and as the second left it.
+pub async fn stale_and_current(env: &mut super::Env, catalog: &dyn Catalog) -> (Table, Table) {
+    env.land(3, 3).await;
+    env.publish(catalog).await;
+    let stale = catalog.load_table(&env.ident).await.expect("load");
+    env.land(3, 3).await;
+    env.publish(catalog).await;
+    let current = catalog.load_table(&env.ident).await.expect("load");
+    assert_ne!(
+        stale.metadata().current_snapshot_id(),
+        current.metadata().current_snapshot_id()
+    );
+    (stale, current)
+}
+
+/// A commit planned on `stale`, sent without the publisher's fence, is refused as a conflict
+/// by the catalog itself, and the table stays at `current`.
+pub async fn assert_stale_append_refused(catalog: &dyn Catalog, stale: &Table, current: &Table) {
+    let refused = commit_stale_append(catalog, stale).await;
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == ErrorKind::CatalogCommitConflicts),
+        "{refused:?}"
+    );
+    let after = catalog
+        .load_table(current.identifier())
+        .await
+        .expect("load");
+    assert_eq!(after.metadata_location(), current.metadata_location());
 }
