@@ -8,8 +8,7 @@
 mod common;
 
 use common::Env;
-use publish::publisher::{PublishError, PublishFaults, PublishStep};
-use std::sync::Arc;
+use publish::publisher::PublishStep;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_through_rest_appends_and_reruns_exactly_once() {
@@ -48,13 +47,7 @@ async fn publishes_through_rest_appends_and_reruns_exactly_once() {
         PublishStep::AfterCommit,
     ] {
         env.land(3, 1).await;
-        let faults = Arc::new(PublishFaults::default());
-        faults.arm(step);
-        let crashed = env.publisher(catalog.as_ref(), faults).publish().await;
-        assert!(
-            matches!(crashed, Err(PublishError::Crashed(s)) if s == step),
-            "{step:?}: {crashed:?}"
-        );
+        env.crash_at(catalog.as_ref(), step).await;
         env.land(2, 2).await;
         let catalog = env.catalog().await;
         let rerun = env.publish(catalog.as_ref()).await;
@@ -72,18 +65,9 @@ async fn two_publishers_at_once_through_rest_publish_exactly_once() {
     let mut env = Env::rest();
     let first = env.catalog().await;
     let second = env.catalog().await;
-    let mut snapshots = 0;
-    for round in 0..4 {
-        env.land(9, 2 + round).await;
-        let (pa, pb) = (
-            env.publisher(first.as_ref(), Arc::default()),
-            env.publisher(second.as_ref(), Arc::default()),
-        );
-        let (a, b) = tokio::join!(pa.publish(), pb.publish());
-        let (a, b) = (a.expect("first publisher"), b.expect("second publisher"));
-        snapshots += usize::from(a.snapshot_id.is_some()) + usize::from(b.snapshot_id.is_some());
-        assert_eq!(a.records + b.records, 36, "round {round}: {a:?} {b:?}");
-    }
+    let snapshots = env
+        .two_publishers_at_once(first.as_ref(), second.as_ref(), 4)
+        .await;
     assert!(snapshots >= 4);
     env.check().await;
 }

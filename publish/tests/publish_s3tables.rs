@@ -15,8 +15,7 @@
 mod common;
 
 use common::Env;
-use publish::publisher::{PublishError, PublishFaults, PublishStep};
-use std::sync::Arc;
+use publish::publisher::PublishStep;
 
 /// The table as S3 Tables records it (metadata location, version token).
 async fn get_table(env: &Env) -> aws_sdk_s3tables::operation::get_table::GetTableOutput {
@@ -84,13 +83,7 @@ async fn publishes_to_s3tables_appends_and_reruns_exactly_once() {
     // A publish that crashes before or after its commit, then a rerun in a new process.
     for step in [PublishStep::BeforeCommit, PublishStep::AfterCommit] {
         env.land(3, 1).await;
-        let faults = Arc::new(PublishFaults::default());
-        faults.arm(step);
-        let crashed = env.publisher(catalog.as_ref(), faults).publish().await;
-        assert!(
-            matches!(crashed, Err(PublishError::Crashed(s)) if s == step),
-            "{step:?}: {crashed:?}"
-        );
+        env.crash_at(catalog.as_ref(), step).await;
         let catalog = env.catalog().await;
         let rerun = env.publish(catalog.as_ref()).await;
         match step {

@@ -606,3 +606,42 @@ pub fn python() -> PathBuf {
         PathBuf::from("python3")
     }
 }
+
+impl Env {
+    /// Runs a publish that crashes at `step`, and checks that it did.
+    pub async fn crash_at(&self, catalog: &dyn Catalog, step: publish::publisher::PublishStep) {
+        use publish::publisher::PublishError;
+        let faults = Arc::new(PublishFaults::default());
+        faults.arm(step);
+        let crashed = self.publisher(catalog, faults).publish().await;
+        assert!(
+            matches!(crashed, Err(PublishError::Crashed(s)) if s == step),
+            "{step:?}: {crashed:?}"
+        );
+    }
+
+    /// `rounds` rounds of landings, each published by two publishers at once through their
+    /// own connections (`first`, `second`): every record is published by exactly one of
+    /// them. Returns how many snapshots they made.
+    pub async fn two_publishers_at_once(
+        &mut self,
+        first: &dyn Catalog,
+        second: &dyn Catalog,
+        rounds: usize,
+    ) -> usize {
+        let mut snapshots = 0;
+        for round in 0..rounds {
+            self.land(9, 2 + round).await;
+            let (pa, pb) = (
+                self.publisher(first, Arc::default()),
+                self.publisher(second, Arc::default()),
+            );
+            let (a, b) = tokio::join!(pa.publish(), pb.publish());
+            let (a, b) = (a.expect("first publisher"), b.expect("second publisher"));
+            snapshots +=
+                usize::from(a.snapshot_id.is_some()) + usize::from(b.snapshot_id.is_some());
+            assert_eq!(a.records + b.records, 36, "round {round}: {a:?} {b:?}");
+        }
+        snapshots
+    }
+}
