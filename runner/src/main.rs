@@ -11,7 +11,8 @@
 //!   committed Bronze data against the commit log, and with a catalog the Iceberg table too;
 //!   exits 1 on a violation.
 //! - `schema check|register --config`: schema compatibility (see `bronze::commands`).
-//! - `publish --catalog <sqlite:<path> | glue | glue:<account id>> --warehouse <s3://... or
+//! - `publish --catalog <sqlite:<path> | glue | glue:<account id> | s3tables:<table bucket ARN> |
+//!   rest:<uri>> --warehouse <s3://... or
 //!   file://...>`: publish committed
 //!   Bronze objects to the Iceberg table once (see the `publish` crate).
 //! - `sweep [--stream S] [--apply]`: delete objects no commit references at or below each
@@ -70,8 +71,8 @@ enum Command {
         /// Only this stream.
         #[arg(long)]
         stream: Option<String>,
-        /// Also check the Iceberg table in this catalog (`sqlite:<path>`, `glue` or
-        /// `glue:<account id>`): each partition's rows are the records of the commits its
+        /// Also check the Iceberg table in this catalog (`sqlite:<path>`, `glue`,
+        /// `glue:<account id>`, `s3tables:<table bucket ARN>` or `rest:<uri>`): each partition's rows are the records of the commits its
         /// watermark covers, none twice.
         #[arg(long, requires = "warehouse")]
         catalog: Option<String>,
@@ -113,7 +114,9 @@ enum Command {
     /// once; see docs/landing-contract.md section 10) and print what was published as JSON.
     Publish {
         /// The catalog: `sqlite:<path>` (SQL catalog; the file is created when missing), `glue`
-        /// (this account's AWS Glue Data Catalog) or `glue:<account id>`.
+        /// (this account's AWS Glue Data Catalog), `glue:<account id>`, `s3tables:<table bucket
+        /// ARN>` (Amazon S3 Tables) or `rest:<http(s) URI>` (an Iceberg REST catalog;
+        /// `ICEBERG_REST_TOKEN` or `ICEBERG_REST_CREDENTIAL`).
         #[arg(long)]
         catalog: String,
         /// Where tables live: `s3://bucket/prefix` or `file:///path`.
