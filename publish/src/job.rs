@@ -141,6 +141,37 @@ impl PublishJob {
         };
         Ok(publisher.publish().await?)
     }
+
+    /// Publishes continuously: once now, then every `every`, until `stop` completes (checked
+    /// between publishes, so a publish under way always finishes). A transient failure is
+    /// logged and the next publish redoes it (a publish is exactly once whenever it is
+    /// rerun); a permanent one (a bad setting, a table that is not ours) ends the loop.
+    /// `on_report` sees each publish's report. Returns how many publishes ran.
+    pub async fn run_every(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        every: std::time::Duration,
+        stop: impl std::future::Future<Output = ()>,
+        mut on_report: impl FnMut(&PublishReport),
+    ) -> Result<u64, JobError> {
+        tokio::pin!(stop);
+        let mut runs = 0;
+        loop {
+            match self.run(sdk).await {
+                Ok(report) => on_report(&report),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, table = %self.table, "publish failed; the next one redoes it");
+                }
+                Err(e) => return Err(e),
+            }
+            runs += 1;
+            tokio::select! {
+                biased;
+                () = &mut stop => return Ok(runs),
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]

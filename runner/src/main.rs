@@ -13,8 +13,8 @@
 //! - `schema check|register --config`: schema compatibility (see `bronze::commands`).
 //! - `publish --catalog <sqlite:<path> | glue | glue:<account id> | s3tables:<table bucket ARN> |
 //!   rest:<uri>> --warehouse <s3://... or
-//!   file://...>`: publish committed
-//!   Bronze objects to the Iceberg table once (see the `publish` crate).
+//!   file://...> [--every <seconds>]`: publish committed Bronze objects to the Iceberg table
+//!   once, or continuously (see the `publish` crate).
 //! - `sweep [--stream S] [--apply]`: delete objects no commit references at or below each
 //!   partition's checkpoint (see `bronze::reset::sweep_partition`).
 //! - `reset --source S --stream T --partition P [--apply]`: start a partition over after its
@@ -125,6 +125,11 @@ enum Command {
         /// `namespace.table`.
         #[arg(long, default_value = "bronze.records")]
         table: String,
+        /// Publish continuously: once now, then every this many seconds, until SIGTERM or
+        /// SIGINT (a publish under way finishes first). A failed publish is logged and redone
+        /// by the next one; a bad setting stops the command.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        every: Option<u64>,
     },
     /// Schema registry commands.
     Schema {
@@ -180,7 +185,8 @@ fn main() -> ExitCode {
             catalog,
             warehouse,
             table,
-        } => runtime.block_on(publish(&catalog, &warehouse, &table)),
+            every,
+        } => runtime.block_on(publish(&catalog, &warehouse, &table, every)),
         Command::Reset {
             source,
             stream,
@@ -198,7 +204,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn publish(catalog: &str, warehouse: &str, table: &str) -> anyhow::Result<ExitCode> {
+async fn publish(
+    catalog: &str,
+    warehouse: &str,
+    table: &str,
+    every: Option<u64>,
+) -> anyhow::Result<ExitCode> {
     let env = bronze::config::EnvConfig::from_env()?;
     let sdk = bronze::aws::sdk_config().await;
     let job = publish::job::PublishJob {
@@ -210,8 +221,32 @@ async fn publish(catalog: &str, warehouse: &str, table: &str) -> anyhow::Result<
         props: publish::catalog::props_from_env(),
         settings: Default::default(),
     };
-    let report = job.run(&sdk).await?;
-    println!("{}", serde_json::to_string(&report)?);
+    let Some(every) = every else {
+        let report = job.run(&sdk).await?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    };
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let stop = async {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping after this publish"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping after this publish"),
+        }
+    };
+    let runs = job
+        .run_every(
+            &sdk,
+            std::time::Duration::from_secs(every),
+            stop,
+            |report| match serde_json::to_string(report) {
+                Ok(line) => println!("{line}"),
+                Err(e) => tracing::error!(error = %e, "could not print the publish report"),
+            },
+        )
+        .await?;
+    tracing::info!(runs, "publisher stopped");
     Ok(ExitCode::SUCCESS)
 }
 

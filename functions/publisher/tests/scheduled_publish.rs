@@ -143,8 +143,9 @@ fn expected(offsets: std::ops::Range<u64>) -> BTreeMap<(String, String), String>
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scheduled_runs_publish_the_state_table_to_glue_exactly_once() -> Result<()> {
+/// A fresh stack with 10 records landed on each partition, and a job for a database of its
+/// own.
+async fn landed() -> Result<(Stack, String, PublishJob)> {
     let stack = Stack::new().await?;
     let database = format!(
         "bronze_{}",
@@ -152,6 +153,12 @@ async fn scheduled_runs_publish_the_state_table_to_glue_exactly_once() -> Result
     );
     let job = job(&stack, &database)?;
     land(&stack, 0, 10, 3).await?;
+    Ok((stack, database, job))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_runs_publish_the_state_table_to_glue_exactly_once() -> Result<()> {
+    let (stack, database, job) = landed().await?;
 
     // The first run creates the Glue database and table and publishes everything committed.
     let first = job.run(&stack.sdk).await?;
@@ -198,6 +205,70 @@ async fn scheduled_runs_publish_the_state_table_to_glue_exactly_once() -> Result
     ensure!(
         read(&job)? == expected(0..15),
         "the table after the second run"
+    );
+    Ok(())
+}
+
+/// Waits (at most `limit`) until the table audit shows `rows` rows; fails with the last audit.
+async fn wait_for_rows(stack: &Stack, job: &PublishJob, rows: u64) -> Result<()> {
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let audit = audit(stack, job).await;
+        if audit
+            .as_ref()
+            .is_ok_and(|a| a.rows == rows && a.unpublished == 0)
+        {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < limit,
+            "the continuous publisher never published {rows} rows: {audit:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+/// `streaming-connector publish --every`: one publisher publishing continuously picks up what
+/// lands meanwhile, publishes each record once, and stops between publishes when told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_publishing_picks_up_new_landings_and_stops_between_publishes() -> Result<()> {
+    let (stack, _database, job) = landed().await?;
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut published = Vec::new();
+    // Lands while the publisher runs, then tells it to stop (also when a wait failed).
+    let driver = async {
+        let result = async {
+            wait_for_rows(&stack, &job, 30).await?;
+            land(&stack, 10, 5, 2).await?;
+            wait_for_rows(&stack, &job, 45).await
+        }
+        .await;
+        stop.send(()).ok();
+        result
+    };
+    let publisher = job.run_every(
+        &stack.sdk,
+        std::time::Duration::from_millis(200),
+        async {
+            let _ = stopped.await;
+        },
+        |report| published.push(report.records),
+    );
+    let (runs, driven) = tokio::join!(publisher, driver);
+    driven?;
+    let runs = runs?;
+
+    ensure!(
+        runs >= 2 && published.len() as u64 == runs,
+        "{runs} runs: {published:?}"
+    );
+    ensure!(published.iter().sum::<u64>() == 45, "{published:?}");
+    let after = audit(&stack, &job).await?;
+    ensure!(after.violations.is_empty(), "{:?}", after.violations);
+    ensure!(
+        read(&job)? == expected(0..15),
+        "the table after continuous publishing"
     );
     Ok(())
 }
