@@ -13,7 +13,7 @@ use bronze::ports::StateStore as _;
 use bronze::record::{PartitionId, Source};
 use common::Env;
 use iceberg::{Catalog, TableIdent};
-use publish::publisher::{PublishError, PublishFaults, PublishStep};
+use publish::publisher::PublishStep;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -72,13 +72,7 @@ async fn a_crash_at_any_step_then_a_rerun_publishes_exactly_once() {
             .await
             .expect("publish");
         env.land(10, 3).await;
-        let faults = Arc::new(PublishFaults::default());
-        faults.arm(step);
-        let crashed = env.publisher(catalog.as_ref(), faults).publish().await;
-        assert!(
-            matches!(crashed, Err(PublishError::Crashed(s)) if s == step),
-            "{step:?}: {crashed:?}"
-        );
+        env.crash_at(catalog.as_ref(), step).await;
         // More landings before the rerun: its plan differs from the crashed one.
         env.land(5, 2).await;
         // A new process: a fresh catalog connection.
@@ -102,18 +96,9 @@ async fn two_publishers_at_once_publish_exactly_once() {
     let mut env = Env::new();
     let first = env.catalog().await;
     let second = env.catalog().await;
-    let mut snapshots = 0;
-    for round in 0..4 {
-        env.land(9, 2 + round).await;
-        let (pa, pb) = (
-            env.publisher(first.as_ref(), Arc::default()),
-            env.publisher(second.as_ref(), Arc::default()),
-        );
-        let (a, b) = tokio::join!(pa.publish(), pb.publish());
-        let (a, b) = (a.expect("first publisher"), b.expect("second publisher"));
-        snapshots += usize::from(a.snapshot_id.is_some()) + usize::from(b.snapshot_id.is_some());
-        assert_eq!(a.records + b.records, 36, "round {round}: {a:?} {b:?}");
-    }
+    let snapshots = env
+        .two_publishers_at_once(first.as_ref(), second.as_ref(), 4)
+        .await;
     assert!(snapshots >= 4);
     env.check().await;
 }

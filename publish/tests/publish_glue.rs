@@ -11,9 +11,8 @@
 mod common;
 
 use common::Env;
-use publish::publisher::{PublishError, PublishFaults, PublishStep};
+use publish::publisher::PublishStep;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// The Glue table's parameters and column names.
 async fn glue_table(env: &Env) -> (HashMap<String, String>, Vec<String>, String) {
@@ -103,13 +102,7 @@ async fn publishes_to_glue_appends_and_reruns_exactly_once() {
     // A publish that crashes before or after its commit, then a rerun in a new process.
     for step in [PublishStep::BeforeCommit, PublishStep::AfterCommit] {
         env.land(3, 1).await;
-        let faults = Arc::new(PublishFaults::default());
-        faults.arm(step);
-        let crashed = env.publisher(catalog.as_ref(), faults).publish().await;
-        assert!(
-            matches!(crashed, Err(PublishError::Crashed(s)) if s == step),
-            "{step:?}: {crashed:?}"
-        );
+        env.crash_at(catalog.as_ref(), step).await;
         let catalog = env.catalog().await;
         let rerun = env.publish(catalog.as_ref()).await;
         match step {
