@@ -7,11 +7,12 @@
 //!    `StateStore::logged_partitions`), read its commit-log positions, then its commit log,
 //!    and take the entries just above its watermark in commit-log position order
 //!    ([`crate::plan::pending`]).
-//! 3. Partition by partition, read the taken objects and check each holds the number of
-//!    records its entry says, with cursors inside its range (a few objects at a time are
-//!    fetched, decompressed and parsed on the blocking pool while Parquet is encoded), and
-//!    write one Parquet data file per stream partition and day (rolled at the target size),
-//!    named after the partition and the first cursor taken.
+//! 3. Per partition (two partitions at a time), read the taken objects and check each holds
+//!    the number of records its entry says, with cursors inside its range (a few objects at
+//!    a time are fetched, decompressed, parsed and turned into Arrow batches on the blocking
+//!    pool while the partition's writer task encodes Parquet), and write one Parquet data
+//!    file per stream partition and day (rolled at the target size), named after the
+//!    partition and the first cursor taken.
 //! 4. Append all files in one snapshot whose summary carries every watermark (moved ones
 //!    and carried ones) and this attempt's id, through [`Fenced`]: the commit succeeds only
 //!    on the snapshot it was planned on.
@@ -27,11 +28,16 @@ use crate::plan::{
     self, PlanError, Watermark, file_prefix, partition_key, partition_tag, watermark_key,
 };
 use crate::table::{LineError, Row, parse_line, to_batch};
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef as ArrowSchemaRef;
 use bronze::ports::{CommitEntry, ObjectStore, PortError, StateStore};
 use bronze::record::PartitionId;
 use futures::{StreamExt, TryStreamExt};
 use iceberg::arrow::schema_to_arrow_schema;
-use iceberg::spec::{DataFile, DataFileFormat, Literal, PartitionKey, Struct};
+use iceberg::io::FileIO;
+use iceberg::spec::{
+    DataFile, DataFileFormat, Literal, PartitionKey, PartitionSpec, SchemaRef, Struct,
+};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
@@ -282,14 +288,20 @@ impl Publisher<'_> {
         let attempt_id = uuid::Uuid::new_v4().simple().to_string();
         let mut files: Vec<DataFile> = Vec::new();
         let mut records = 0u64;
-        for (i, part) in taken.iter().enumerate() {
-            let (written, part_files) = self.write_partition(table, part, &attempt_id).await?;
-            records += written;
+        // Partitions are written PARTITIONS_AT_ONCE at a time, each by its own writer task;
+        // results come back in partition order.
+        let mut written = futures::stream::iter(&taken)
+            .map(|part| self.write_partition(table, part, &attempt_id))
+            .buffered(PARTITIONS_AT_ONCE);
+        let mut first = true;
+        while let Some((n, part_files)) = written.try_next().await? {
+            records += n;
             files.extend(part_files);
-            if i == 0 {
+            if std::mem::take(&mut first) {
                 self.faults.check(PublishStep::AfterFirstFile)?;
             }
         }
+        drop(written);
 
         let mut properties: HashMap<String, String> = marks
             .iter()
@@ -350,11 +362,12 @@ impl Publisher<'_> {
     }
 
     /// Writes a partition's taken entries: one data file per day (rolled at the target
-    /// size), rows in commit-log and line order. Objects are fetched and decoded
-    /// ([`decode_object`]) up to [`DECODE_AHEAD`] at a time on the blocking pool while this
-    /// task encodes Parquet, so reading, decompressing and parsing overlap with writing and
-    /// at most that many objects' rows (plus one unwritten batch per day) are held at once.
-    /// Returns the records written and the data files.
+    /// size), rows in commit-log and line order. Objects are fetched and decoded into Arrow
+    /// batches ([`decode_object`]) up to [`DECODE_AHEAD`] at a time on the blocking pool,
+    /// and handed in order to this partition's writer task, which encodes Parquet; so
+    /// reading, decompressing, parsing and encoding overlap, and at most that many objects'
+    /// batches (plus [`WRITE_AHEAD`] in the channel) are held at once. Returns the records
+    /// written and the data files.
     async fn write_partition(
         &self,
         table: &Table,
@@ -367,88 +380,88 @@ impl Publisher<'_> {
         let metadata = table.metadata();
         let schema = metadata.current_schema().clone();
         let arrow_schema = Arc::new(schema_to_arrow_schema(&schema)?);
-        let spec = metadata.default_partition_spec().as_ref().clone();
-        let locations = DefaultLocationGenerator::new(metadata)?;
-        // Clones share the file counter, so every day's files get distinct names.
-        let names = DefaultFileNameGenerator::new(
-            file_prefix(&part.id, first, attempt_id),
-            None,
-            DataFileFormat::Parquet,
-        );
-        let properties = writer_properties();
+        let mut days = DayFiles {
+            stream: part.id.stream.clone(),
+            spec: metadata.default_partition_spec().as_ref().clone(),
+            schema,
+            properties: writer_properties(),
+            target_file_bytes: self.settings.target_file_bytes,
+            file_io: table.file_io().clone(),
+            locations: DefaultLocationGenerator::new(metadata)?,
+            // Clones share the file counter, so every day's files get distinct names.
+            names: DefaultFileNameGenerator::new(
+                file_prefix(&part.id, first, attempt_id),
+                None,
+                DataFileFormat::Parquet,
+            ),
+            open: BTreeMap::new(),
+        };
         let batch_rows = self.settings.rows_per_batch.max(1);
         let partition = part.id.to_string();
 
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Option<i32>, RecordBatch)>(WRITE_AHEAD);
+        // Dropped on any early return: the writer task is aborted with it.
+        let mut writer = AbortOnDrop(tokio::spawn(async move {
+            while let Some((day, batch)) = rx.recv().await {
+                days.write(day, batch).await?;
+            }
+            days.close().await
+        }));
         let mut decoded = futures::stream::iter(&part.entries)
-            .map(|entry| self.decode_object(&partition, entry))
+            .map(|entry| self.decode_object(&partition, entry, &arrow_schema, batch_rows))
             .buffered(DECODE_AHEAD);
-        let mut days: BTreeMap<Option<i32>, DayWriter> = BTreeMap::new();
         let mut records = 0u64;
-        while let Some(object) = decoded.try_next().await? {
-            for (day, rows) in object {
-                records += rows.len() as u64;
-                let out = match days.entry(day) {
-                    Entry::Occupied(o) => o.into_mut(),
-                    Entry::Vacant(v) => {
-                        let key = PartitionKey::new(
-                            spec.clone(),
-                            schema.clone(),
-                            Struct::from_iter([
-                                Some(Literal::string(&part.id.stream)),
-                                day.map(Literal::date),
-                            ]),
-                        );
-                        let rolling = RollingFileWriterBuilder::new(
-                            ParquetWriterBuilder::new(properties.clone(), schema.clone()),
-                            self.settings.target_file_bytes,
-                            table.file_io().clone(),
-                            locations.clone(),
-                            names.clone(),
-                        );
-                        v.insert(DayWriter {
-                            writer: DataFileWriterBuilder::new(rolling).build(Some(key)).await?,
-                            pending: Vec::with_capacity(batch_rows),
-                        })
-                    }
-                };
-                for row in rows {
-                    out.pending.push(row);
-                    if out.pending.len() >= batch_rows {
-                        out.writer
-                            .write(to_batch(&arrow_schema, &out.pending)?)
-                            .await?;
-                        out.pending.clear();
+        'feed: while let Some(object) = decoded.try_next().await? {
+            for (day, batches) in object {
+                for batch in batches {
+                    records += batch.num_rows() as u64;
+                    if tx.send((day, batch)).await.is_err() {
+                        break 'feed; // the writer stopped: its result says why
                     }
                 }
             }
         }
-        let mut files = Vec::new();
-        for (_, mut out) in days {
-            if !out.pending.is_empty() {
-                out.writer
-                    .write(to_batch(&arrow_schema, &out.pending)?)
-                    .await?;
-            }
-            files.extend(out.writer.close().await?);
-        }
+        drop(tx);
+        let files = match (&mut writer.0).await {
+            Ok(files) => files?,
+            // A panic is a bug in the writer, not something data can cause: surface it.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => return Err(PublishError::Decode(format!("writing Parquet: {e}"))),
+        };
         Ok((records, files))
     }
 
     /// Fetches one taken entry's object and decodes it on the blocking pool
-    /// ([`decode_rows`]): its rows grouped by day, in line order within each day. Empty for
-    /// an entry whose records were all dead-lettered (no object).
+    /// ([`decode_rows`]) into Arrow batches of at most `batch_rows` rows, grouped by day,
+    /// in line order within each day. Empty for an entry whose records were all
+    /// dead-lettered (no object).
     async fn decode_object(
         &self,
         partition: &str,
         entry: &CommitEntry,
-    ) -> Result<DayRows, PublishError> {
+        schema: &ArrowSchemaRef,
+        batch_rows: usize,
+    ) -> Result<DayBatches, PublishError> {
         let Some(key) = &entry.object_key else {
             return Ok(Vec::new()); // every record of the range was dead-lettered
         };
         let body = fetch_object(self.objects, partition, key).await?;
         let (partition, entry, key) = (partition.to_owned(), entry.clone(), key.clone());
-        match tokio::task::spawn_blocking(move || decode_rows(&partition, &entry, &key, &body))
-            .await
+        let schema = schema.clone();
+        match tokio::task::spawn_blocking(move || {
+            let days = decode_rows(&partition, &entry, &key, &body)?;
+            drop(body);
+            days.into_iter()
+                .map(|(day, rows)| {
+                    let batches = rows
+                        .chunks(batch_rows)
+                        .map(|chunk| to_batch(&schema, chunk))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok((day, batches))
+                })
+                .collect::<Result<DayBatches, PublishError>>()
+        })
+        .await
         {
             Ok(decoded) => decoded,
             // A panic is a bug in the decoder, not something data can cause: surface it.
@@ -558,14 +571,81 @@ pub(crate) async fn fetch_object(
 /// Objects fetched and decoded ahead of the Parquet writer, per partition.
 const DECODE_AHEAD: usize = 4;
 
+/// Decoded batches waiting in a partition's channel for its writer task.
+const WRITE_AHEAD: usize = 2;
+
+/// Partitions written at once, each by its own writer task: Parquet encoding of one
+/// partition runs beside another's on the runtime's worker threads, and beside decoding on
+/// the blocking pool.
+const PARTITIONS_AT_ONCE: usize = 2;
+
 /// An object's rows grouped by day (the `day` partition value), in line order within each.
 type DayRows = Vec<(Option<i32>, Vec<Row>)>;
 
-/// One day's open data file writer and the rows not yet handed to it.
-struct DayWriter {
-    writer:
+/// An object's rows as Arrow batches grouped by day, in line order within each.
+type DayBatches = Vec<(Option<i32>, Vec<RecordBatch>)>;
+
+/// A task aborted when its handle is dropped (a publish that fails stops its writers).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A partition's data file writers, one open per day (owned by its writer task).
+struct DayFiles {
+    stream: String,
+    spec: PartitionSpec,
+    schema: SchemaRef,
+    properties: WriterProperties,
+    target_file_bytes: usize,
+    file_io: FileIO,
+    locations: DefaultLocationGenerator,
+    names: DefaultFileNameGenerator,
+    open: BTreeMap<
+        Option<i32>,
         DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>,
-    pending: Vec<Row>,
+    >,
+}
+
+impl DayFiles {
+    /// Appends a batch to its day's file, opening it on the day's first batch.
+    async fn write(&mut self, day: Option<i32>, batch: RecordBatch) -> Result<(), PublishError> {
+        let writer = match self.open.entry(day) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                let key = PartitionKey::new(
+                    self.spec.clone(),
+                    self.schema.clone(),
+                    Struct::from_iter([
+                        Some(Literal::string(&self.stream)),
+                        day.map(Literal::date),
+                    ]),
+                );
+                let rolling = RollingFileWriterBuilder::new(
+                    ParquetWriterBuilder::new(self.properties.clone(), self.schema.clone()),
+                    self.target_file_bytes,
+                    self.file_io.clone(),
+                    self.locations.clone(),
+                    self.names.clone(),
+                );
+                v.insert(DataFileWriterBuilder::new(rolling).build(Some(key)).await?)
+            }
+        };
+        writer.write(batch).await?;
+        Ok(())
+    }
+
+    /// Closes every day's writer: the data files written.
+    async fn close(self) -> Result<Vec<DataFile>, PublishError> {
+        let mut files = Vec::new();
+        for (_, mut writer) in self.open {
+            files.extend(writer.close().await?);
+        }
+        Ok(files)
+    }
 }
 
 /// Parquet writer properties of the data files: zstd (level 1), and no dictionary for
