@@ -579,8 +579,11 @@ class TestLeastPrivilege:
                 if name == "RunnerInstanceRole":
                     # Session Manager on the runner's EC2 instances (no SSH); nothing of the data.
                     assert arn == SSM_CORE, name
+                elif name == "RunnerTaskRole" and isinstance(arn, dict) and "Fn::If" in arn:
+                    # The publish policy, when the publisher is deployed too.
+                    assert arn == {"Fn::If": ["HasPublisher", {"Ref": "PublishAccessPolicy"}, {"Ref": "AWS::NoValue"}]}, name
                 elif isinstance(arn, dict):
-                    assert arn == {"Ref": "LandingAccessPolicy"}, name
+                    assert arn in ({"Ref": "LandingAccessPolicy"}, {"Ref": "PublishAccessPolicy"}), name
                 else:
                     assert arn in allowed, f"{name} attaches {arn}"
 
@@ -966,7 +969,7 @@ class TestPublisher:
 
     @staticmethod
     def statements(stack: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        return {s["Sid"]: s for owner, s in policy_statements(stack) if owner == "PublisherFunctionRole"}
+        return {s["Sid"]: s for owner, s in policy_statements(stack) if owner == "PublishAccessPolicy"}
 
     def test_function_and_environment(self, translated):
         stack = render(translated, ALL)
@@ -1017,8 +1020,11 @@ class TestPublisher:
     def test_permissions_are_the_publish_and_nothing_more(self, translated):
         stack = render(translated, ALL)
         role = stack["Resources"]["PublisherFunctionRole"]["Properties"]
-        # Not the landing policy: no Bronze writes, no state writes, no dead letters.
-        assert {"Ref": "LandingAccessPolicy"} not in role.get("ManagedPolicyArns", [])
+        # The publish policy, not the landing policy: no Bronze writes, no state writes, no
+        # dead letters; and no statement of its own.
+        assert {"Ref": "PublishAccessPolicy"} in role["ManagedPolicyArns"]
+        assert {"Ref": "LandingAccessPolicy"} not in role["ManagedPolicyArns"]
+        assert not [s for owner, s in policy_statements(stack) if owner == "PublisherFunctionRole"]
         statements = self.statements(stack)
         assert set(statements) == {"ReadBronzeObjects", "WarehouseObjects", "WarehouseListUnderPrefix", "ReadCommitLog", "IcebergTable"}
         assert statements["ReadBronzeObjects"]["Action"] == "s3:GetObject"
@@ -1040,9 +1046,20 @@ class TestPublisher:
             {"Fn::Sub": prefix + "database/${IcebergDatabase}"},
             {"Fn::Sub": prefix + "table/${IcebergDatabase}/records"},
         ]
-        actions = {a for _, s in policy_statements(stack) if _ == "PublisherFunctionRole" for a in _strings(s["Action"])}
+        actions = {a for statement in statements.values() for a in _strings(statement["Action"])}
         assert not any(a.startswith(("sqs:", "kinesis:", "kafka", "secretsmanager:", "lambda:")) for a in actions), actions
         assert not {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} & actions
+
+    @pytest.mark.parametrize(
+        "overrides, attached",
+        [(ALL, True), (RUNNER_ONLY, True), (NO_PUBLISHER, False)],
+    )
+    def test_the_runner_task_can_publish_when_the_publisher_is_deployed(self, translated, overrides, attached):
+        stack = render(translated, overrides)
+        arns = stack["Resources"]["RunnerTaskRole"]["Properties"]["ManagedPolicyArns"]
+        assert arns[0] == {"Ref": "LandingAccessPolicy"}
+        assert ({"Ref": "PublishAccessPolicy"} in arns) == attached
+        assert ("PublishAccessPolicy" in stack["Resources"]) == attached
 
     def test_kms_key_grants_the_data_keys(self, translated):
         assert "DataKeys" not in self.statements(render(translated, ALL))
