@@ -41,6 +41,29 @@ pub enum JobError {
     /// The publish failed (see [`PublishError`]; rerunning is always safe).
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// The publish committed the other partitions but held these back: their committed data
+    /// cannot be read as the commit log says (see [`PublishReport::held_back`]). Every later
+    /// publish tries them again; they need attention (restore the object, repair the log).
+    #[error("{}", held_back_message(report))]
+    HeldBack {
+        /// What the publish did, with the partitions held back.
+        report: Box<PublishReport>,
+    },
+}
+
+fn held_back_message(report: &PublishReport) -> String {
+    let held: Vec<String> = report
+        .held_back
+        .iter()
+        .map(|h| format!("{}: {}", h.partition, h.reason))
+        .collect();
+    format!(
+        "published {} records of {} partitions, held back {}: {}",
+        report.records,
+        report.partitions,
+        held.len(),
+        held.join("; ")
+    )
 }
 
 impl JobError {
@@ -49,7 +72,10 @@ impl JobError {
         match self {
             JobError::Open { .. } => true,
             JobError::Publish(e) => e.is_transient(),
-            JobError::MissingEnv { .. } | JobError::Catalog(_) | JobError::Table { .. } => false,
+            JobError::MissingEnv { .. }
+            | JobError::Catalog(_)
+            | JobError::Table { .. }
+            | JobError::HeldBack { .. } => false,
         }
     }
 }
@@ -142,10 +168,29 @@ impl PublishJob {
         Ok(publisher.publish().await?)
     }
 
+    /// Publishes once, as [`PublishJob::run`], and fails with [`JobError::HeldBack`] (after
+    /// committing the other partitions) when a partition was held back: what a single run
+    /// reports, the scheduled function's invocation and `streaming-connector publish`.
+    pub async fn run_complete(
+        &self,
+        sdk: &aws_config::SdkConfig,
+    ) -> Result<PublishReport, JobError> {
+        let report = self.run(sdk).await?;
+        if report.held_back.is_empty() {
+            Ok(report)
+        } else {
+            Err(JobError::HeldBack {
+                report: Box::new(report),
+            })
+        }
+    }
+
     /// Publishes continuously: once now, then every `every`, until `stop` completes (checked
     /// between publishes, so a publish under way always finishes). A transient failure is
     /// logged and the next publish redoes it (a publish is exactly once whenever it is
-    /// rerun); a permanent one (a bad setting, a table that is not ours) ends the loop.
+    /// rerun); a permanent one (a bad setting, a table that is not ours) ends the loop. A
+    /// partition held back (logged at error level, in the report) does not: the others
+    /// go on being published and every publish tries it again.
     /// `on_report` sees each publish's report. Returns how many publishes ran.
     pub async fn run_every(
         &self,

@@ -116,6 +116,19 @@ pub enum PublishError {
 }
 
 impl PublishError {
+    /// Whether the error belongs to one partition's committed data (a missing or bad
+    /// object, a bad line, a commit log the table disagrees with): that partition is held
+    /// back and the others are published.
+    pub fn holds_back_partition(&self) -> bool {
+        matches!(
+            self,
+            PublishError::MissingObject { .. }
+                | PublishError::BadObject { .. }
+                | PublishError::Line(_)
+                | PublishError::Plan { .. }
+        )
+    }
+
     /// Whether retrying later can succeed.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -203,6 +216,21 @@ pub struct PublishReport {
     pub attempts: u32,
     /// Orphaned data files deleted.
     pub orphans_deleted: usize,
+    /// Partitions left out of this publish because their committed data cannot be read as
+    /// the commit log says (a missing or bad object, a log the table disagrees with). Their
+    /// watermarks did not move: nothing of them is in this snapshot, and the next publish
+    /// tries them again. The other partitions were published. Non-empty means the publish
+    /// needs attention: the job fails (after committing) so alarms fire.
+    pub held_back: Vec<HeldBack>,
+}
+
+/// A partition a publish left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HeldBack {
+    /// The partition (`source/stream/partition`).
+    pub partition: String,
+    /// The error, naming the object or the commit-log entry.
+    pub reason: String,
 }
 
 /// Publishes committed Bronze objects to one Iceberg table.
@@ -256,6 +284,7 @@ impl Publisher<'_> {
         let marks = published_watermarks(table);
 
         let mut taken = Vec::new();
+        let mut held_back = Vec::new();
         let mut partitions = self.state.logged_partitions().await?;
         partitions.sort_by_key(partition_key);
         for id in &partitions {
@@ -263,11 +292,18 @@ impl Publisher<'_> {
             // after it was archived by a reset (plan::pending).
             let positions = self.state.log_positions(id).await?;
             let log = self.state.commit_log(id).await?;
-            let (entries, moved) = plan::pending(&log, marks.get(&partition_key(id)), positions)
-                .map_err(|source| PublishError::Plan {
-                    partition: id.to_string(),
-                    source,
-                })?;
+            let (entries, moved) =
+                match plan::pending(&log, marks.get(&partition_key(id)), positions) {
+                    Ok(planned) => planned,
+                    Err(source) => {
+                        let error = PublishError::Plan {
+                            partition: id.to_string(),
+                            source,
+                        };
+                        held_back.push(hold_back(id, &error));
+                        continue;
+                    }
+                };
             if let Some(moved) = moved {
                 taken.push(Taken {
                     id: id.clone(),
@@ -277,11 +313,7 @@ impl Publisher<'_> {
             }
         }
         if taken.is_empty() {
-            let orphans_deleted = self.sweep(table, &partitions).await?;
-            return Ok(Some(PublishReport {
-                orphans_deleted,
-                ..PublishReport::default()
-            }));
+            return self.no_snapshot(table, &partitions, held_back).await;
         }
 
         self.faults.check(PublishStep::BeforeWrite)?;
@@ -289,25 +321,40 @@ impl Publisher<'_> {
         let mut files: Vec<DataFile> = Vec::new();
         let mut records = 0u64;
         // Partitions are written PARTITIONS_AT_ONCE at a time, each by its own writer task;
-        // results come back in partition order.
+        // results come back in partition order. A partition whose committed data is bad is
+        // held back (its own files already deleted); any other error fails the attempt.
         let mut written = futures::stream::iter(&taken)
-            .map(|part| self.write_partition(table, part, &attempt_id))
+            .map(|part| {
+                let attempt_id = &attempt_id;
+                async move { (part, self.write_partition(table, part, attempt_id).await) }
+            })
             .buffered(PARTITIONS_AT_ONCE);
-        let mut first = true;
-        while let Some((n, part_files)) = written.try_next().await? {
-            records += n;
-            files.extend(part_files);
-            if std::mem::take(&mut first) {
-                self.faults.check(PublishStep::AfterFirstFile)?;
+        let mut moved: Vec<&Taken> = Vec::new();
+        while let Some((part, result)) = written.next().await {
+            match result {
+                Ok((n, part_files)) => {
+                    records += n;
+                    files.extend(part_files);
+                    moved.push(part);
+                    if moved.len() == 1 {
+                        self.faults.check(PublishStep::AfterFirstFile)?;
+                    }
+                }
+                Err(e) if e.holds_back_partition() => held_back.push(hold_back(&part.id, &e)),
+                Err(e) => return Err(e),
             }
         }
         drop(written);
+        if moved.is_empty() {
+            // Every partition with something to publish was held back.
+            return self.no_snapshot(table, &partitions, held_back).await;
+        }
 
         let mut properties: HashMap<String, String> = marks
             .iter()
             .map(|(pk, w)| (format!("{}{pk}", plan::WATERMARK_PREFIX), w.encode()))
             .collect();
-        for part in &taken {
+        for part in &moved {
             properties.insert(watermark_key(&part.id), part.moved.encode());
         }
         properties.insert(ATTEMPT_PROPERTY.to_owned(), attempt_id.clone());
@@ -344,11 +391,12 @@ impl Publisher<'_> {
         let report = PublishReport {
             snapshot_id: committed.metadata().current_snapshot_id(),
             records,
-            entries: taken.iter().map(|p| p.entries.len()).sum(),
+            entries: moved.iter().map(|p| p.entries.len()).sum(),
             files: file_paths.len(),
-            partitions: taken.len(),
+            partitions: moved.len(),
             attempts: 0,
             orphans_deleted,
+            held_back,
         };
         tracing::info!(
             table = %self.table,
@@ -359,6 +407,22 @@ impl Publisher<'_> {
             "published"
         );
         Ok(Some(report))
+    }
+
+    /// The end of an attempt that commits nothing: the sweep, and a report of what was held
+    /// back.
+    async fn no_snapshot(
+        &self,
+        table: &Table,
+        partitions: &[PartitionId],
+        held_back: Vec<HeldBack>,
+    ) -> Result<Option<PublishReport>, PublishError> {
+        let orphans_deleted = self.sweep(table, partitions).await?;
+        Ok(Some(PublishReport {
+            orphans_deleted,
+            held_back,
+            ..PublishReport::default()
+        }))
     }
 
     /// Writes a partition's taken entries: one data file per day (rolled at the target
@@ -411,24 +475,45 @@ impl Publisher<'_> {
             .map(|entry| self.decode_object(&partition, entry, &arrow_schema, batch_rows))
             .buffered(DECODE_AHEAD);
         let mut records = 0u64;
-        'feed: while let Some(object) = decoded.try_next().await? {
-            for (day, batches) in object {
-                for batch in batches {
-                    records += batch.num_rows() as u64;
-                    if tx.send((day, batch)).await.is_err() {
-                        break 'feed; // the writer stopped: its result says why
+        let mut fed = Ok(());
+        'feed: loop {
+            match decoded.try_next().await {
+                Ok(Some(object)) => {
+                    for (day, batches) in object {
+                        for batch in batches {
+                            records += batch.num_rows() as u64;
+                            if tx.send((day, batch)).await.is_err() {
+                                break 'feed; // the writer stopped: its result says why
+                            }
+                        }
                     }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    fed = Err(e);
+                    break;
                 }
             }
         }
+        drop(decoded);
         drop(tx);
-        let files = match (&mut writer.0).await {
-            Ok(files) => files?,
+        let written = match (&mut writer.0).await {
+            Ok(files) => files,
             // A panic is a bug in the writer, not something data can cause: surface it.
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => return Err(PublishError::Decode(format!("writing Parquet: {e}"))),
+            Err(e) => Err(PublishError::Decode(format!("writing Parquet: {e}"))),
         };
-        Ok((records, files))
+        match (fed, written) {
+            (Ok(()), written) => Ok((records, written?)),
+            (Err(e), Ok(files)) => {
+                // This partition's files of this attempt are not committed: delete them now,
+                // so a partition held back publish after publish leaves nothing behind.
+                let paths: Vec<String> = files.iter().map(|f| f.file_path().to_owned()).collect();
+                self.delete_files(table, &paths).await;
+                Err(e)
+            }
+            (Err(e), Err(_)) => Err(e),
+        }
     }
 
     /// Fetches one taken entry's object and decodes it on the blocking pool
@@ -550,6 +635,15 @@ impl Publisher<'_> {
             "cannot list this warehouse; orphaned data files are not swept"
         );
         Ok(Vec::new())
+    }
+}
+
+/// Logs and records a partition held back by `error`.
+fn hold_back(id: &PartitionId, error: &PublishError) -> HeldBack {
+    tracing::error!(partition = %id, error = %error, "partition held back: its committed data cannot be published as the commit log says; the other partitions are published, this one is tried again by the next publish");
+    HeldBack {
+        partition: id.to_string(),
+        reason: error.to_string(),
     }
 }
 

@@ -431,3 +431,56 @@ async fn the_table_audit_finds_missing_and_doubled_records() {
         .collect();
     assert_eq!(twice.len(), 6, "{:?}", doubled.violations);
 }
+
+/// A partition whose committed data cannot be read as its commit log says (an object
+/// overwritten with something else, or gone) is held back: the other partitions are
+/// published, nothing of it is in the table, the files this publish started for it are
+/// deleted (publish after publish, nothing piles up), and once the object is back the next
+/// publish takes the partition exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_with_a_bad_object_is_held_back_and_the_others_published() {
+    let mut env = Env::new();
+    let catalog = env.catalog().await;
+    // 4 partitions x 4 committed objects of 3 records.
+    env.land(12, 3).await;
+    let bad = PartitionId::new(Source::Kafka, "orders", "1");
+    let log = env.state.commit_log(&bad).await.expect("log");
+    assert_eq!(log.len(), 4);
+    // Its third object: the two before it are decoded and written first.
+    let key = log[2].object_key.clone().expect("an object");
+    let body = env.objects.get(&key).await.expect("get").expect("object");
+    let all = env.expected.clone();
+    env.expected = all
+        .iter()
+        .filter(|((_, stream, partition, _), _)| !(stream == "orders" && partition == "1"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(env.expected.len(), 36);
+
+    env.objects
+        .put(&key, b"not a Bronze object".to_vec())
+        .await
+        .expect("overwrite");
+    let first = env.publish(catalog.as_ref()).await;
+    assert_eq!((first.records, first.partitions), (36, 3), "{first:?}");
+    assert_eq!(first.held_back.len(), 1, "{first:?}");
+    assert_eq!(first.held_back[0].partition, "kafka/orders/1");
+    assert!(first.held_back[0].reason.contains(&key), "{first:?}");
+    env.check().await;
+
+    // Still bad, and now gone: held back again, no snapshot, no file left behind.
+    env.objects.delete(&key).await.expect("delete");
+    let again = env.publish(catalog.as_ref()).await;
+    assert_eq!((again.snapshot_id, again.records), (None, 0), "{again:?}");
+    assert_eq!(again.held_back.len(), 1, "{again:?}");
+    assert!(again.held_back[0].reason.contains("missing"), "{again:?}");
+    env.check().await;
+
+    // The object restored: the partition is published, once.
+    env.objects.put(&key, body).await.expect("restore");
+    env.expected = all;
+    let fixed = env.publish(catalog.as_ref()).await;
+    assert_eq!((fixed.records, fixed.partitions), (12, 1), "{fixed:?}");
+    assert!(fixed.held_back.is_empty(), "{fixed:?}");
+    env.check().await;
+}

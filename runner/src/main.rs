@@ -156,6 +156,8 @@ enum SchemaAction {
 
 /// Exit code for a configuration or credentials problem (distinct from a crash).
 const EXIT_CONFIG: u8 = 2;
+/// `publish` committed, but held back partitions whose committed data it could not read.
+const EXIT_HELD_BACK: u8 = 3;
 
 fn main() -> ExitCode {
     bronze::telemetry::init_json_logs();
@@ -222,9 +224,21 @@ async fn publish(
         settings: Default::default(),
     };
     let Some(every) = every else {
-        let report = job.run(&sdk).await?;
-        println!("{}", serde_json::to_string(&report)?);
-        return Ok(ExitCode::SUCCESS);
+        return match job.run_complete(&sdk).await {
+            Ok(report) => {
+                println!("{}", serde_json::to_string(&report)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                if let publish::job::JobError::HeldBack { report } = &e {
+                    // The other partitions are published; these need attention.
+                    println!("{}", serde_json::to_string(report)?);
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(EXIT_HELD_BACK));
+                }
+                Err(e.into())
+            }
+        };
     };
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;

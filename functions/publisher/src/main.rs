@@ -22,7 +22,9 @@ async fn main() -> Result<(), Error> {
         let job = job
             .as_ref()
             .map_err(|e| Error::from(format!("configuration error: {e}")))?;
-        match job.run(sdk).await {
+        // A partition held back fails the invocation after the others are committed, so
+        // that PublisherErrorsAlarm reports it.
+        match job.run_complete(sdk).await {
             Ok(report) => Ok(serde_json::to_value(report)?),
             Err(e) => {
                 // Rerunning is always safe: the next scheduled run takes what is missing.

@@ -199,13 +199,36 @@ async fn scheduled_runs_publish_the_state_table_to_glue_exactly_once() -> Result
     land(&stack, 10, 5, 2).await?;
     let second = job.run(&stack.sdk).await?;
     ensure!((second.records, second.entries) == (15, 9), "{second:?}");
-    let after = audit(&stack, &job).await?;
-    ensure!(after.violations.is_empty(), "{:?}", after.violations);
-    ensure!((after.rows, after.unpublished) == (45, 0), "{after:?}");
+    check_table(
+        &stack,
+        &job,
+        (45, 0),
+        expected(0..15),
+        "after the second run",
+    )
+    .await
+}
+
+/// The table audit finds no violation and `(rows, unpublished records)`, and pyiceberg reads
+/// exactly `want` through Glue.
+async fn check_table(
+    stack: &Stack,
+    job: &PublishJob,
+    counts: (u64, u64),
+    want: BTreeMap<(String, String), String>,
+    when: &str,
+) -> Result<()> {
+    let audit = audit(stack, job).await?;
     ensure!(
-        read(&job)? == expected(0..15),
-        "the table after the second run"
+        audit.violations.is_empty(),
+        "{when}: {:?}",
+        audit.violations
     );
+    ensure!(
+        (audit.rows, audit.unpublished) == counts,
+        "{when}: {audit:?}"
+    );
+    ensure!(read(job)? == want, "the table {when}");
     Ok(())
 }
 
@@ -271,4 +294,66 @@ async fn continuous_publishing_picks_up_new_landings_and_stops_between_publishes
         "the table after continuous publishing"
     );
     Ok(())
+}
+
+/// A committed object gone from the bucket (deleted by hand, or expired by a lifecycle rule
+/// before it was published) holds back only its partition: the scheduled run publishes the
+/// others and then fails, naming the partition and the object; the warehouse keeps no data
+/// file of the held-back partition; and the first run after the object is back publishes it,
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_object_holds_back_its_partition_and_the_others_are_published() -> Result<()> {
+    use bronze::ports::{ObjectStore as _, StateStore as _};
+    let (stack, _database, job) = landed().await?;
+    let (objects, state) = (stack.objects(), stack.state());
+    let id = PartitionId::new(Source::Kafka, "orders", "1");
+    // Its third object: the two before it are read and written before the gap is found.
+    let key = state
+        .commit_log(&id)
+        .await?
+        .get(2)
+        .and_then(|e| e.object_key.clone())
+        .context("a third committed object")?;
+    let body = objects.get(&key).await?.context("the object")?;
+    objects.delete(&key).await?;
+
+    let held = match job.run_complete(&stack.sdk).await {
+        Err(publish::job::JobError::HeldBack { report }) => report,
+        other => anyhow::bail!("expected the partition held back: {other:?}"),
+    };
+    ensure!((held.records, held.partitions) == (20, 2), "{held:?}");
+    ensure!(held.held_back.len() == 1, "{held:?}");
+    ensure!(held.held_back[0].partition == "kafka/orders/1", "{held:?}");
+    ensure!(held.held_back[0].reason.contains(&key), "{held:?}");
+    let mut others = expected(0..10);
+    others.retain(|(partition, _), _| partition != "1");
+    check_table(&stack, &job, (20, 10), others, "with orders/1 held back").await?;
+    // Only the table's own data files in the warehouse: the files started for the held-back
+    // partition were deleted.
+    let parquet = |keys: Vec<String>| -> Vec<String> {
+        keys.into_iter()
+            .filter(|k| k.ends_with(".parquet"))
+            .collect()
+    };
+    let on_disk = parquet(objects.list_after("iceberg/", "").await?);
+    ensure!(
+        on_disk.len() == 2,
+        "one file per published partition: {on_disk:?}"
+    );
+
+    // The object back: the next run publishes the partition, exactly once.
+    objects.put(&key, body).await?;
+    let fixed = job.run_complete(&stack.sdk).await?;
+    ensure!(
+        (fixed.records, fixed.partitions) == (10, 1) && fixed.held_back.is_empty(),
+        "{fixed:?}"
+    );
+    check_table(
+        &stack,
+        &job,
+        (30, 0),
+        expected(0..10),
+        "after the object came back",
+    )
+    .await
 }
