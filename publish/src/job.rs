@@ -41,9 +41,9 @@ pub enum JobError {
     /// The publish failed (see [`PublishError`]; rerunning is always safe).
     #[error(transparent)]
     Publish(#[from] PublishError),
-    /// The publish committed the other partitions but held these back: their committed data
-    /// cannot be read as the commit log says (see [`PublishReport::held_back`]). Every later
-    /// publish tries them again; they need attention (restore the object, repair the log).
+    /// The publish committed everything but the partitions it held back at a committed
+    /// object it cannot publish (see [`PublishReport::held_back`]). Every later publish
+    /// starts there again; they need attention (restore the object).
     #[error("{}", held_back_message(report))]
     HeldBack {
         /// What the publish did, with the partitions held back.
@@ -189,8 +189,8 @@ impl PublishJob {
     /// between publishes, so a publish under way always finishes). A transient failure is
     /// logged and the next publish redoes it (a publish is exactly once whenever it is
     /// rerun); a permanent one (a bad setting, a table that is not ours) ends the loop. A
-    /// partition held back (logged at error level, in the report) does not: the others
-    /// go on being published and every publish tries it again.
+    /// partition held back at a bad object (logged at error level, in the report) does not:
+    /// everything else goes on being published and every publish tries it again.
     /// `on_report` sees each publish's report. Returns how many publishes ran.
     pub async fn run_every(
         &self,

@@ -119,7 +119,7 @@ pub fn watermarks(summary: &HashMap<String, String>) -> BTreeMap<String, Waterma
 pub enum PlanError {
     /// The table has published a position the state table has not reached: the state
     /// table was replaced or its positions item lost. Publishing would skip (or repeat)
-    /// entries, so the partition is held back instead (the others are published).
+    /// entries, so it stops instead.
     #[error(
         "the table's watermark is position {watermark}, the state table's last position is {last}: \
          the state table was replaced or lost its positions item"

@@ -87,6 +87,17 @@ pub enum PublishError {
         /// What is wrong.
         detail: String,
     },
+    /// A committed object cannot be read for a reason a retry does not fix (access denied
+    /// to it, or archived to a storage class that needs a restore): permanent.
+    #[error("{partition}: committed object {object_key} cannot be read: {source}")]
+    Unreadable {
+        /// The partition.
+        partition: String,
+        /// The object its commit log names.
+        object_key: String,
+        /// The storage's answer (boxed: the error stays small).
+        source: Box<PortError>,
+    },
     /// A line of a committed object is not a Bronze line: permanent.
     #[error(transparent)]
     Line(#[from] LineError),
@@ -116,16 +127,18 @@ pub enum PublishError {
 }
 
 impl PublishError {
-    /// Whether the error belongs to one partition's committed data (a missing or bad
-    /// object, a bad line, a commit log the table disagrees with): that partition is held
-    /// back and the others are published.
+    /// Whether the error belongs to one committed object (missing, unreadable, not what its
+    /// commit-log entry says): its partition is published up to the entry before it and
+    /// then held back, and the other partitions are published. A commit log the table
+    /// disagrees with ([`PublishError::Plan`]) is not one of them: it means the state table
+    /// was replaced, which concerns every partition, so it stops the publish.
     pub fn holds_back_partition(&self) -> bool {
         matches!(
             self,
             PublishError::MissingObject { .. }
+                | PublishError::Unreadable { .. }
                 | PublishError::BadObject { .. }
                 | PublishError::Line(_)
-                | PublishError::Plan { .. }
         )
     }
 
@@ -148,7 +161,8 @@ impl PublishError {
 pub enum PublishStep {
     /// Planned, nothing written.
     BeforeWrite = 1,
-    /// The first partition's data files are written, the others not.
+    /// The first partition's data files are written; the next one's may be under way (two
+    /// partitions are written at once), the others are not started.
     AfterFirstFile = 2,
     /// Every data file is written; the catalog commit has not started.
     BeforeCommit = 3,
@@ -216,11 +230,12 @@ pub struct PublishReport {
     pub attempts: u32,
     /// Orphaned data files deleted.
     pub orphans_deleted: usize,
-    /// Partitions left out of this publish because their committed data cannot be read as
-    /// the commit log says (a missing or bad object, a log the table disagrees with). Their
-    /// watermarks did not move: nothing of them is in this snapshot, and the next publish
-    /// tries them again. The other partitions were published. Non-empty means the publish
-    /// needs attention: the job fails (after committing) so alarms fire.
+    /// Partitions stopped at a committed object that cannot be published as its commit-log
+    /// entry says (missing, unreadable, or not what the entry says). Each one's entries
+    /// before that object are in this snapshot and its watermark moved to the last of them;
+    /// every later publish starts again at the object. The other partitions were published.
+    /// Non-empty means the publish needs attention: the job fails (after committing) so
+    /// alarms fire.
     pub held_back: Vec<HeldBack>,
 }
 
@@ -284,7 +299,6 @@ impl Publisher<'_> {
         let marks = published_watermarks(table);
 
         let mut taken = Vec::new();
-        let mut held_back = Vec::new();
         let mut partitions = self.state.logged_partitions().await?;
         partitions.sort_by_key(partition_key);
         for id in &partitions {
@@ -292,18 +306,11 @@ impl Publisher<'_> {
             // after it was archived by a reset (plan::pending).
             let positions = self.state.log_positions(id).await?;
             let log = self.state.commit_log(id).await?;
-            let (entries, moved) =
-                match plan::pending(&log, marks.get(&partition_key(id)), positions) {
-                    Ok(planned) => planned,
-                    Err(source) => {
-                        let error = PublishError::Plan {
-                            partition: id.to_string(),
-                            source,
-                        };
-                        held_back.push(hold_back(id, &error));
-                        continue;
-                    }
-                };
+            let (entries, moved) = plan::pending(&log, marks.get(&partition_key(id)), positions)
+                .map_err(|source| PublishError::Plan {
+                    partition: id.to_string(),
+                    source,
+                })?;
             if let Some(moved) = moved {
                 taken.push(Taken {
                     id: id.clone(),
@@ -313,7 +320,7 @@ impl Publisher<'_> {
             }
         }
         if taken.is_empty() {
-            return self.no_snapshot(table, &partitions, held_back).await;
+            return self.no_snapshot(table, &partitions, Vec::new()).await;
         }
 
         self.faults.check(PublishStep::BeforeWrite)?;
@@ -321,32 +328,47 @@ impl Publisher<'_> {
         let mut files: Vec<DataFile> = Vec::new();
         let mut records = 0u64;
         // Partitions are written PARTITIONS_AT_ONCE at a time, each by its own writer task;
-        // results come back in partition order. A partition whose committed data is bad is
-        // held back (its own files already deleted); any other error fails the attempt.
+        // results come back in partition order. A partition stopped by a bad object moves
+        // to the entry before it and is held back; any other error fails the attempt.
         let mut written = futures::stream::iter(&taken)
             .map(|part| {
                 let attempt_id = &attempt_id;
                 async move { (part, self.write_partition(table, part, attempt_id).await) }
             })
             .buffered(PARTITIONS_AT_ONCE);
-        let mut moved: Vec<&Taken> = Vec::new();
+        // Each partition that moves, with the watermark it moves to and its entries taken.
+        let mut moved: Vec<(&Taken, Watermark, usize)> = Vec::new();
+        let mut held_back = Vec::new();
         while let Some((part, result)) = written.next().await {
-            match result {
-                Ok((n, part_files)) => {
-                    records += n;
-                    files.extend(part_files);
-                    moved.push(part);
-                    if moved.len() == 1 {
-                        self.faults.check(PublishStep::AfterFirstFile)?;
-                    }
+            let out = result?;
+            records += out.records;
+            files.extend(out.files);
+            let taken_entries = match out.stopped {
+                None => part.entries.len(),
+                Some((at, error)) => {
+                    held_back.push(hold_back(&part.id, &error));
+                    at
                 }
-                Err(e) if e.holds_back_partition() => held_back.push(hold_back(&part.id, &e)),
-                Err(e) => return Err(e),
+            };
+            // Entries are taken in log order, so the ones before a bad entry can move.
+            if let Some(last) = taken_entries
+                .checked_sub(1)
+                .and_then(|i| part.entries.get(i))
+            {
+                let mark = if taken_entries == part.entries.len() {
+                    part.moved.clone()
+                } else {
+                    Watermark::of(last)
+                };
+                moved.push((part, mark, taken_entries));
+                if moved.len() == 1 {
+                    self.faults.check(PublishStep::AfterFirstFile)?;
+                }
             }
         }
         drop(written);
         if moved.is_empty() {
-            // Every partition with something to publish was held back.
+            // Every partition with something to publish was held back at its first entry.
             return self.no_snapshot(table, &partitions, held_back).await;
         }
 
@@ -354,8 +376,8 @@ impl Publisher<'_> {
             .iter()
             .map(|(pk, w)| (format!("{}{pk}", plan::WATERMARK_PREFIX), w.encode()))
             .collect();
-        for part in &moved {
-            properties.insert(watermark_key(&part.id), part.moved.encode());
+        for (part, mark, _) in &moved {
+            properties.insert(watermark_key(&part.id), mark.encode());
         }
         properties.insert(ATTEMPT_PROPERTY.to_owned(), attempt_id.clone());
 
@@ -391,7 +413,7 @@ impl Publisher<'_> {
         let report = PublishReport {
             snapshot_id: committed.metadata().current_snapshot_id(),
             records,
-            entries: moved.iter().map(|p| p.entries.len()).sum(),
+            entries: moved.iter().map(|(_, _, n)| n).sum(),
             files: file_paths.len(),
             partitions: moved.len(),
             attempts: 0,
@@ -430,16 +452,20 @@ impl Publisher<'_> {
     /// batches ([`decode_object`]) up to [`DECODE_AHEAD`] at a time on the blocking pool,
     /// and handed in order to this partition's writer task, which encodes Parquet; so
     /// reading, decompressing, parsing and encoding overlap, and at most that many objects'
-    /// batches (plus [`WRITE_AHEAD`] in the channel) are held at once. Returns the records
-    /// written and the data files.
+    /// batches (plus [`WRITE_AHEAD`] in the channel) are held at once.
+    ///
+    /// An entry whose object cannot be published ([`PublishError::holds_back_partition`])
+    /// stops the partition there: the files then hold exactly the entries before it, and
+    /// [`PartitionWritten::stopped`] says where and why. Any other error deletes this
+    /// attempt's files of the partition and is returned.
     async fn write_partition(
         &self,
         table: &Table,
         part: &Taken,
         attempt_id: &str,
-    ) -> Result<(u64, Vec<DataFile>), PublishError> {
+    ) -> Result<PartitionWritten, PublishError> {
         let Some(first) = part.entries.first() else {
-            return Ok((0, Vec::new()));
+            return Ok(PartitionWritten::default());
         };
         let metadata = table.metadata();
         let schema = metadata.current_schema().clone();
@@ -476,9 +502,11 @@ impl Publisher<'_> {
             .buffered(DECODE_AHEAD);
         let mut records = 0u64;
         let mut fed = Ok(());
+        let mut stopped = None;
+        let mut at = 0;
         'feed: loop {
-            match decoded.try_next().await {
-                Ok(Some(object)) => {
+            match decoded.next().await {
+                Some(Ok(object)) => {
                     for (day, batches) in object {
                         for batch in batches {
                             records += batch.num_rows() as u64;
@@ -487,9 +515,15 @@ impl Publisher<'_> {
                             }
                         }
                     }
+                    at += 1;
                 }
-                Ok(None) => break,
-                Err(e) => {
+                None => break,
+                // Nothing of this entry was sent: the files hold the entries before it.
+                Some(Err(e)) if e.holds_back_partition() => {
+                    stopped = Some((at, e));
+                    break;
+                }
+                Some(Err(e)) => {
                     fed = Err(e);
                     break;
                 }
@@ -504,10 +538,14 @@ impl Publisher<'_> {
             Err(e) => Err(PublishError::Decode(format!("writing Parquet: {e}"))),
         };
         match (fed, written) {
-            (Ok(()), written) => Ok((records, written?)),
+            (Ok(()), written) => Ok(PartitionWritten {
+                records,
+                files: written?,
+                stopped,
+            }),
             (Err(e), Ok(files)) => {
-                // This partition's files of this attempt are not committed: delete them now,
-                // so a partition held back publish after publish leaves nothing behind.
+                // These files will not be committed, and they start above the watermark: the
+                // sweep only reaches them once the partition has moved past them.
                 let paths: Vec<String> = files.iter().map(|f| f.file_path().to_owned()).collect();
                 self.delete_files(table, &paths).await;
                 Err(e)
@@ -530,7 +568,16 @@ impl Publisher<'_> {
         let Some(key) = &entry.object_key else {
             return Ok(Vec::new()); // every record of the range was dead-lettered
         };
-        let body = fetch_object(self.objects, partition, key).await?;
+        let body = match fetch_object(self.objects, partition, key).await {
+            Err(PublishError::Port(source)) if !source.is_transient() => {
+                return Err(PublishError::Unreadable {
+                    partition: partition.to_owned(),
+                    object_key: key.clone(),
+                    source: Box::new(source),
+                });
+            }
+            fetched => fetched?,
+        };
         let (partition, entry, key) = (partition.to_owned(), entry.clone(), key.clone());
         let schema = schema.clone();
         match tokio::task::spawn_blocking(move || {
@@ -640,7 +687,7 @@ impl Publisher<'_> {
 
 /// Logs and records a partition held back by `error`.
 fn hold_back(id: &PartitionId, error: &PublishError) -> HeldBack {
-    tracing::error!(partition = %id, error = %error, "partition held back: its committed data cannot be published as the commit log says; the other partitions are published, this one is tried again by the next publish");
+    tracing::error!(partition = %id, error = %error, "partition held back at a committed object it cannot publish: its entries before that object and the other partitions are published; every publish tries it again");
     HeldBack {
         partition: id.to_string(),
         reason: error.to_string(),
@@ -678,6 +725,18 @@ type DayRows = Vec<(Option<i32>, Vec<Row>)>;
 
 /// An object's rows as Arrow batches grouped by day, in line order within each.
 type DayBatches = Vec<(Option<i32>, Vec<RecordBatch>)>;
+
+/// What [`Publisher::write_partition`] wrote of one partition.
+#[derive(Default)]
+struct PartitionWritten {
+    /// Records in `files`.
+    records: u64,
+    /// The data files.
+    files: Vec<DataFile>,
+    /// The index (in the taken entries) and the error of the entry that stopped the
+    /// partition; the files hold exactly the entries before it. `None`: every entry.
+    stopped: Option<(usize, PublishError)>,
+}
 
 /// A task aborted when its handle is dropped (a publish that fails stops its writers).
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
