@@ -239,12 +239,12 @@ pub struct PublishReport {
     pub held_back: Vec<HeldBack>,
 }
 
-/// A partition a publish left out, and why.
+/// A partition a publish stopped at a committed object it cannot publish, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HeldBack {
     /// The partition (`source/stream/partition`).
     pub partition: String,
-    /// The error, naming the object or the commit-log entry.
+    /// The error, naming the object.
     pub reason: String,
 }
 
