@@ -52,11 +52,8 @@ pub enum JobError {
 }
 
 fn held_back_message(report: &PublishReport) -> String {
-    let held: Vec<String> = report
-        .held_back
-        .iter()
-        .map(|h| format!("{}: {}", h.partition, h.reason))
-        .collect();
+    // Each reason names its partition and object already.
+    let held: Vec<&str> = report.held_back.iter().map(|h| h.reason.as_str()).collect();
     format!(
         "published {} records of {} partitions, held back {}: {}",
         report.records,
