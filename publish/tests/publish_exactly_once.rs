@@ -495,3 +495,90 @@ async fn a_partition_with_a_bad_object_is_held_back_and_the_others_published() {
     assert!(fixed.held_back.is_empty(), "{fixed:?}");
     env.check().await;
 }
+
+/// A store that refuses to read one key, as S3 answers for an object it will not serve
+/// (access denied to it, or archived to a storage class that needs a restore).
+#[derive(Debug)]
+struct Refusing {
+    inner: Arc<dyn bronze::ports::ObjectStore>,
+    key: String,
+}
+
+#[async_trait::async_trait]
+impl bronze::ports::ObjectStore for Refusing {
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<bronze::ports::PutOutcome, bronze::ports::PortError> {
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), bronze::ports::PortError> {
+        self.inner.put(key, body).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, bronze::ports::PortError> {
+        if key == self.key {
+            return Err(bronze::ports::PortError::Permanent {
+                operation: "s3:GetObject",
+                target: key.to_owned(),
+                message: "InvalidObjectState: the object is archived".into(),
+            });
+        }
+        self.inner.get(key).await
+    }
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+    ) -> Result<Vec<String>, bronze::ports::PortError> {
+        self.inner.list_after(prefix, start_after).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), bronze::ports::PortError> {
+        self.inner.delete(key).await
+    }
+    fn url(&self, key: &str) -> String {
+        self.inner.url(key)
+    }
+}
+
+/// An object the store permanently refuses to serve holds its partition back like a missing
+/// one (PublishError::Unreadable), instead of failing every publish; once it can be read,
+/// the rest of the partition is published once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_the_store_refuses_holds_back_its_partition() {
+    let mut env = Env::new();
+    let catalog = env.catalog().await;
+    env.land(12, 3).await;
+    let bad = PartitionId::new(Source::Kafka, "orders", "2");
+    let log = env.state.commit_log(&bad).await.expect("log");
+    // Its first object: nothing of the partition can be published.
+    let key = log[0].object_key.clone().expect("an object");
+    let all = env.expected.clone();
+    env.expected = all
+        .iter()
+        .filter(|((_, stream, partition, _), _)| !(stream == "orders" && partition == "2"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let store = env.objects.clone();
+    env.objects = Arc::new(Refusing {
+        inner: store.clone(),
+        key: key.clone(),
+    });
+    let held = env.publish(catalog.as_ref()).await;
+    assert_eq!((held.records, held.partitions), (36, 3), "{held:?}");
+    assert_eq!(held.held_back.len(), 1, "{held:?}");
+    assert_eq!(held.held_back[0].partition, "kafka/orders/2");
+    assert!(
+        held.held_back[0].reason.contains("cannot be read")
+            && held.held_back[0].reason.contains(&key),
+        "{held:?}"
+    );
+    env.check().await;
+
+    env.objects = store;
+    env.expected = all;
+    let fixed = env.publish(catalog.as_ref()).await;
+    assert_eq!((fixed.records, fixed.partitions), (12, 1), "{fixed:?}");
+    assert!(fixed.held_back.is_empty(), "{fixed:?}");
+    env.check().await;
+}
