@@ -69,8 +69,15 @@ bench-runner: stack-up ## Runner vs consume-only on a 1M-message Kafka backlog (
 	scripts/brokers.sh
 	cargo bench -p streaming-connector --bench kafka_backlog
 
+# The Kinesis bench serves the stream from a moto of its own on KINESIS_MOTO_PORT (S3 and
+# DynamoDB stay on MOTO_PORT), as on AWS where the stream is not served by the process that
+# serves S3 and DynamoDB; BENCH_KINESIS_ENDPOINT= (empty) runs everything on one moto.
+KINESIS_MOTO_PORT ?= $(shell echo $$(( $(MOTO_PORT) + 1 )))
+
 bench-runner-kinesis: stack-up ## Runner vs a GetRecords-only loop on a Kinesis backlog in moto (BENCH_* settings in BENCHMARKS.md)
-	cargo bench -p streaming-connector --bench kinesis_backlog
+	MOTO_PORT=$(KINESIS_MOTO_PORT) AWS_ENDPOINT_URL=http://127.0.0.1:$(KINESIS_MOTO_PORT) $(VENV)/bin/python scripts/stack.py up
+	BENCH_KINESIS_ENDPOINT=$${BENCH_KINESIS_ENDPOINT-http://127.0.0.1:$(KINESIS_MOTO_PORT)} cargo bench -p streaming-connector --bench kinesis_backlog; \
+	  rc=$$?; MOTO_PORT=$(KINESIS_MOTO_PORT) $(VENV)/bin/python scripts/stack.py down; exit $$rc
 
 clean: stack-down
 	rm -rf .stack

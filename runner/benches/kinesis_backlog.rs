@@ -24,8 +24,15 @@
 //!    runner's records/s over the faster loop's.
 //!
 //! Needs moto at `AWS_ENDPOINT_URL` and the virtualenv (`make venv`) for `aws-kinesis-agg`.
-//! Run: `make bench-runner-kinesis`, or `cargo bench -p streaming-connector --bench
-//! kinesis_backlog`. Settings (environment): `BENCH_RECORDS` [1000000], `BENCH_SHARDS` [4],
+//! With `BENCH_KINESIS_ENDPOINT` set, the stream lives on a second moto at that address
+//! (the producer, both loops and the runner reach it there; the runner and the loop through
+//! the SDK's `AWS_ENDPOINT_URL_KINESIS`), and S3 and DynamoDB stay at `AWS_ENDPOINT_URL`:
+//! on AWS the stream is not served by the process that serves the runner's objects and
+//! commits, while one moto is a single Python thread serving all three. moto's CPU is then
+//! reported per process.
+//! Run: `make bench-runner-kinesis` (which starts the second moto on `KINESIS_MOTO_PORT`,
+//! `MOTO_PORT` + 1, unless `BENCH_KINESIS_ENDPOINT=` is set empty), or `cargo bench -p
+//! streaming-connector --bench kinesis_backlog`. Settings (environment): `BENCH_RECORDS` [1000000], `BENCH_SHARDS` [4],
 //! `BENCH_AGG` user records per aggregate [100], `BENCH_PAD` [100], `BENCH_LIMIT` the
 //! GetRecords `Limit` of both readers (the runner's `kinesis.max_records`) [500],
 //! `BENCH_BUFFER_MIB` the runner's buffer [256, the runner's default], `BENCH_LATENCY_MS` the runner's
@@ -250,10 +257,12 @@ fn run_loop(
     n: u64,
     payload_bytes: u64,
     moto: Option<u32>,
+    kinesis_env: &[(&str, &str)],
 ) -> Result<(LoopReport, f64)> {
     let moto_before = moto.and_then(cpu_secs).unwrap_or(0.0);
     let mut command = std::process::Command::new(std::env::current_exe()?);
     command
+        .envs(kinesis_env.iter().copied())
         .arg("--get-records-loop")
         .arg(stream)
         .arg(limit.to_string());
@@ -320,10 +329,9 @@ fn load_average() -> String {
         .unwrap_or_default()
 }
 
-/// The moto server at `AWS_ENDPOINT_URL`, found by its command line.
-fn moto_pid() -> Option<u32> {
-    let port = std::env::var("AWS_ENDPOINT_URL")
-        .ok()?
+/// The moto server at `endpoint` (`http://127.0.0.1:<port>`), found by its command line.
+fn moto_pid(endpoint: &str) -> Option<u32> {
+    let port = endpoint
         .rsplit(':')
         .next()?
         .trim_end_matches('/')
@@ -397,8 +405,26 @@ async fn main() -> Result<()> {
     let load_before = load_average();
     eprintln!("kinesis_backlog: {n} user records over {shard_count} shards, aggregates of {agg}");
 
+    // `BENCH_KINESIS_ENDPOINT`: a second moto serving only Kinesis, as on AWS where the
+    // stream is not served by the process that serves S3 and DynamoDB. The loop and the runner
+    // reach it through the SDK's service-specific `AWS_ENDPOINT_URL_KINESIS`.
+    let kinesis_endpoint = std::env::var("BENCH_KINESIS_ENDPOINT")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let kinesis_env: Vec<(&str, &str)> = kinesis_endpoint
+        .as_deref()
+        .map(|e| ("AWS_ENDPOINT_URL_KINESIS", e))
+        .into_iter()
+        .collect();
     let stack = Stack::new().await?;
-    let client = Client::new(&stack.sdk);
+    let client = match &kinesis_endpoint {
+        Some(endpoint) => Client::from_conf(
+            aws_sdk_kinesis::config::Builder::from(&stack.sdk)
+                .endpoint_url(endpoint)
+                .build(),
+        ),
+        None => Client::new(&stack.sdk),
+    };
     let stream = format!(
         "backlog-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -410,7 +436,26 @@ async fn main() -> Result<()> {
         .send()
         .await
         .context("CreateStream")?;
-    let moto = moto_pid();
+    let sinks_endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    let sinks_moto = moto_pid(&sinks_endpoint);
+    // The moto serving Kinesis: the loop's only server; during the runner, moto's CPU is both
+    // servers' when they are two.
+    let moto = match &kinesis_endpoint {
+        Some(endpoint) => moto_pid(endpoint),
+        None => sinks_moto,
+    };
+    let split = kinesis_endpoint.is_some();
+    // (the moto serving Kinesis, the other one when there are two)
+    let motos_cpu = move || -> (f64, f64) {
+        (
+            moto.and_then(cpu_secs).unwrap_or(0.0),
+            if split {
+                sinks_moto.and_then(cpu_secs).unwrap_or(0.0)
+            } else {
+                0.0
+            },
+        )
+    };
     let t = Instant::now();
     let (shards, payload_bytes) = produce(&client, &stream, n, agg, pad).await?;
     let produce_s = t.elapsed().as_secs_f64();
@@ -418,10 +463,18 @@ async fn main() -> Result<()> {
     eprintln!("produced {n} user records in {kinesis_records} Kinesis records in {produce_s:.1} s");
 
     // 1. GetRecords-only, in a process of its own.
-    let looped = run_loop(&stream, limit, &shards, n, payload_bytes, moto)?;
+    let looped = run_loop(
+        &stream,
+        limit,
+        &shards,
+        n,
+        payload_bytes,
+        moto,
+        &kinesis_env,
+    )?;
 
     // 2. The runner.
-    let moto_before = moto.and_then(cpu_secs).unwrap_or(0.0);
+    let moto_before = motos_cpu();
     let mut config = connector_yaml(&runner_section(&stream, limit, buffer, latency_ms));
     if let Some((codec, level)) = &compression {
         config = config.replace(
@@ -430,7 +483,7 @@ async fn main() -> Result<()> {
         );
     }
     let started = Instant::now();
-    let mut runner = RunnerProc::run(&stack, &config)?;
+    let mut runner = RunnerProc::start(&stack, &config, &["run"], &kinesis_env)?;
     let want: BTreeMap<&String, String> = shards
         .iter()
         .map(|(s, l)| (s, l.last.as_ref().expect("checked").sortable()))
@@ -471,7 +524,9 @@ async fn main() -> Result<()> {
         .as_deref()
         .and_then(|a| scrape(a, "bronze_buffer_pauses_total"))
         .unwrap_or(0);
-    let moto_runner = moto.and_then(cpu_secs).unwrap_or(0.0) - moto_before;
+    let moto_after = motos_cpu();
+    let (moto_kinesis, moto_sinks) = (moto_after.0 - moto_before.0, moto_after.1 - moto_before.1);
+    let moto_runner = moto_kinesis + moto_sinks;
     let runner_cpu = cpu_secs(runner.pid()).unwrap_or(0.0);
     peak_rss = peak_rss.max(runner.peak_rss_kib().context("runner peak RSS")?);
     for (shard, last) in &want {
@@ -501,7 +556,15 @@ async fn main() -> Result<()> {
 
     // 3. GetRecords-only again, on the same moto now also holding the landed data: the
     //    ratio is against the faster of the two loops.
-    let again = run_loop(&stream, limit, &shards, n, payload_bytes, moto)?;
+    let again = run_loop(
+        &stream,
+        limit,
+        &shards,
+        n,
+        payload_bytes,
+        moto,
+        &kinesis_env,
+    )?;
     let best = looped.0.seconds.min(again.0.seconds);
     let ratio = rate(n, landed) / rate(n, best);
     println!();
@@ -520,6 +583,14 @@ async fn main() -> Result<()> {
         payload_bytes as f64 / n as f64
     );
     println!("produce             : {produce_s:.2} s (aws-kinesis-agg, PutRecords)");
+    println!(
+        "moto                : {}",
+        match &kinesis_endpoint {
+            Some(e) =>
+                format!("Kinesis at {e}, S3 and DynamoDB at {sinks_endpoint} (two processes)"),
+            None => format!("one process at {sinks_endpoint} serving Kinesis, S3 and DynamoDB"),
+        }
+    );
     println!(
         "reading             : GetRecords Limit {limit} for both; runner buffer {} MiB, files max_latency_ms {latency_ms}, Bronze objects {}",
         buffer >> 20,
@@ -542,10 +613,15 @@ async fn main() -> Result<()> {
         );
     }
     println!(
-        "runner (committed)  : {landed:.2} s, {:.0} records/s, {:.2} MB/s payload (first commit at {:.2} s); peak RSS {peak_rss} KiB; CPU s: runner {runner_cpu:.1}, moto {moto_runner:.1}; buffer pauses {pauses}",
+        "runner (committed)  : {landed:.2} s, {:.0} records/s, {:.2} MB/s payload (first commit at {:.2} s); peak RSS {peak_rss} KiB; CPU s: runner {runner_cpu:.1}, moto {moto_runner:.1}{}; buffer pauses {pauses}",
         rate(n, landed),
         payload_bytes as f64 / 1e6 / landed,
-        first_commit.unwrap_or_default().as_secs_f64()
+        first_commit.unwrap_or_default().as_secs_f64(),
+        if split {
+            format!(" (Kinesis {moto_kinesis:.1}, S3 and DynamoDB {moto_sinks:.1})")
+        } else {
+            String::new()
+        }
     );
     println!("ratio runner/loop   : {ratio:.2} (records/s, against the faster loop)");
     println!(
