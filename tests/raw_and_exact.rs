@@ -177,7 +177,7 @@ async fn kafka_payloads_timestamps_and_headers_are_exact() {
         1_764_201_600_000,
         1_764_201_600_777,
     ];
-    let records: Vec<Value> = payloads
+    let mut records: Vec<Value> = payloads
         .iter()
         .zip(timestamps)
         .enumerate()
@@ -190,6 +190,13 @@ async fn kafka_payloads_timestamps_and_headers_are_exact() {
             })
         })
         .collect();
+    // A record Kafka holds without a time (-1, NO_TIMESTAMP_TYPE) and a header whose value is
+    // null: no time (not 1969), and a header without a value (not a failed event).
+    records.push(json!({
+        "topic": topic, "partition": 0, "offset": payloads.len(), "timestamp": -1,
+        "timestampType": "NO_TIMESTAMP_TYPE", "key": null, "value": B64.encode("{}"),
+        "headers": [{"no-value": null}]
+    }));
     let event = json!({
         "eventSource": "SelfManagedKafka",
         "bootstrapServers": "127.0.0.1:9092",
@@ -206,7 +213,12 @@ async fn kafka_payloads_timestamps_and_headers_are_exact() {
     );
     let raw = committed_raw_lines(&stack, Source::Kafka, topic, "0").await;
     let lines = stack.committed_lines(Source::Kafka, topic, "0").await;
-    assert_eq!(lines.len(), payloads.len());
+    assert_eq!(lines.len(), payloads.len() + 1);
+    let untimed = &lines[payloads.len()];
+    assert_eq!(untimed["timestamp_ms"], Value::Null, "{untimed}");
+    assert_eq!(untimed["timestamp"], Value::Null, "{untimed}");
+    assert_eq!(untimed["headers"], json!([{"key": "no-value"}]), "{untimed}");
+    assert_eq!(untimed["payload"], json!({}));
     for (i, ((raw, line), payload)) in raw.iter().zip(&lines).zip(&payloads).enumerate() {
         let expected = if line["payload_encoding"] == "json" {
             newline_as_space(payload)

@@ -183,22 +183,28 @@ pub struct KafkaRecord {
 pub struct HeaderEntries(pub Vec<(String, HeaderBytes)>);
 
 /// A header value as the mapping encodes it: an array of byte values, signed (Java's
-/// `byte`, -128..=127) or unsigned (0..=255).
+/// `byte`, -128..=127) or unsigned (0..=255), or `null` for a header without a value (Kafka
+/// allows one; read as a value of none, as the runner reads it, rather than failing the
+/// whole event, which the mapping would retry without end).
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct HeaderBytes(pub Vec<i64>);
+pub struct HeaderBytes(pub Option<Vec<i64>>);
 
 impl HeaderBytes {
-    /// The bytes, or the first element that is not a byte.
-    pub fn to_bytes(&self) -> Result<Vec<u8>, i64> {
-        self.0
+    /// The bytes (none for a `null` value), or the first element that is not a byte.
+    pub fn to_bytes(&self) -> Result<Option<Vec<u8>>, i64> {
+        let Some(values) = &self.0 else {
+            return Ok(None);
+        };
+        values
             .iter()
             .map(|&v| match v {
                 0..=255 => Ok(v as u8),
                 -128..=-1 => Ok((v + 256) as u8),
                 _ => Err(v),
             })
-            .collect()
+            .collect::<Result<Vec<u8>, i64>>()
+            .map(Some)
     }
 }
 
@@ -483,7 +489,7 @@ mod tests {
 
     #[test]
     fn header_entries_keep_their_order_and_signed_bytes() {
-        let text = r#"[{"b":[1,-1]},{"a":[255,0],"c":[]}]"#;
+        let text = r#"[{"b":[1,-1]},{"a":[255,0],"c":[]},{"n":null}]"#;
         let headers: Vec<HeaderEntries> = serde_json::from_str(text).unwrap();
         let flat: Vec<_> = headers
             .iter()
@@ -492,9 +498,15 @@ mod tests {
             .collect();
         assert_eq!(
             flat,
-            vec![("b", vec![1, 0xff]), ("a", vec![0xff, 0]), ("c", vec![])]
+            vec![
+                ("b", Some(vec![1, 0xff])),
+                ("a", Some(vec![0xff, 0])),
+                ("c", Some(vec![])),
+                ("n", None)
+            ]
         );
-        assert_eq!(HeaderBytes(vec![256]).to_bytes(), Err(256));
-        assert_eq!(HeaderBytes(vec![-129]).to_bytes(), Err(-129));
+        assert_eq!(HeaderBytes(Some(vec![256])).to_bytes(), Err(256));
+        assert_eq!(HeaderBytes(Some(vec![-129])).to_bytes(), Err(-129));
+        assert_eq!(HeaderBytes(None).to_bytes(), Ok(None));
     }
 }

@@ -103,12 +103,12 @@ pub fn to_batches(event: KafkaEvent) -> Result<Vec<PartitionBatch<KafkaOffset>>,
                     Ok(bytes) => bytes,
                     Err(bad) => {
                         defects.push(format!("header {k:?} holds {bad}, which is not a byte"));
-                        Vec::new()
+                        Some(Vec::new())
                     }
                 };
                 headers.push(Header {
                     key: k,
-                    value: Some(value),
+                    value,
                     raw_key: None,
                 });
             }
@@ -118,7 +118,7 @@ pub fn to_batches(event: KafkaEvent) -> Result<Vec<PartitionBatch<KafkaOffset>>,
                     cursor: KafkaOffset(offset),
                     key,
                     headers,
-                    timestamp_ms: r.timestamp,
+                    timestamp_ms: record_time(r.timestamp, r.timestamp_type.as_deref()),
                     payload,
                     defect: (!defects.is_empty()).then(|| defects.join("; ")),
                     schema_id: r.value_schema_metadata.as_ref().and_then(value_schema_id),
@@ -128,6 +128,17 @@ pub fn to_batches(event: KafkaEvent) -> Result<Vec<PartitionBatch<KafkaOffset>>,
         }
     }
     Ok(group_by_partition(records))
+}
+
+/// A record's time, or none: Kafka writes -1 (`RecordBatch.NO_TIMESTAMP`) with
+/// `NO_TIMESTAMP_TYPE` for a record without one (a message format before 0.10). The runner
+/// reads such a record as no time through rdkafka (`Timestamp::to_millis`), so a stream lands
+/// the same line through either path; -1 is never landed as the millisecond before 1970.
+fn record_time(timestamp: Option<i64>, kind: Option<&str>) -> Option<i64> {
+    match (timestamp, kind) {
+        (_, Some("NO_TIMESTAMP_TYPE")) | (Some(-1), _) => None,
+        (t, _) => t,
+    }
 }
 
 /// The schema id of the value from the event's `valueSchemaMetadata` (present when the
@@ -224,6 +235,32 @@ mod tests {
                 assert!(b.records.windows(2).all(|w| w[0].cursor < w[1].cursor));
             }
         }
+    }
+
+    #[test]
+    fn a_record_without_a_time_lands_without_one() {
+        // What the mapping delivers for a record Kafka stores without a timestamp, beside
+        // ordinary ones; a null header value is a header without a value, not a failed event.
+        let text = r#"{"eventSource":"aws:kafka","records":{"t-0":[
+            {"topic":"t","partition":0,"offset":1,"timestamp":-1,"timestampType":"NO_TIMESTAMP_TYPE","key":null,"value":"e30=","headers":[{"h":null}]},
+            {"topic":"t","partition":0,"offset":2,"timestamp":-1,"timestampType":"CREATE_TIME","key":null,"value":"e30=","headers":[]},
+            {"topic":"t","partition":0,"offset":3,"timestamp":0,"timestampType":"CREATE_TIME","key":null,"value":"e30=","headers":[]},
+            {"topic":"t","partition":0,"offset":4,"timestamp":1700000000000,"timestampType":"LOG_APPEND_TIME","key":null,"value":"e30=","headers":[]}
+        ]}}"#;
+        let event: KafkaEvent = serde_json::from_str(text).unwrap();
+        let batches = to_batches(event).unwrap();
+        let times: Vec<_> = batches[0].records.iter().map(|r| r.timestamp_ms).collect();
+        assert_eq!(times, vec![None, None, Some(0), Some(1_700_000_000_000)]);
+        let first = &batches[0].records[0];
+        assert_eq!(first.defect, None);
+        assert_eq!(first.headers.len(), 1);
+        assert_eq!(
+            (
+                first.headers[0].key.as_str(),
+                first.headers[0].value.as_deref()
+            ),
+            ("h", None)
+        );
     }
 
     #[test]

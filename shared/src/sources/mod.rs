@@ -259,7 +259,7 @@ pub(crate) fn newest_record_age<C>(batch: &PartitionBatch<C>, now_ms: i64) -> Op
         .iter()
         .filter_map(|r| r.timestamp_ms)
         .max()
-        .map(|t| (now_ms - t).max(0))
+        .map(|t| now_ms.saturating_sub(t).max(0))
 }
 
 /// Milliseconds since the epoch now.
@@ -305,5 +305,12 @@ mod tests {
             records: vec![record(None)],
         };
         assert_eq!(newest_record_age(&empty, 10_000), None);
+        // Any time a record can carry, however far in the past (a Kafka timestamp of i64::MIN,
+        // a Kinesis arrival time of -9.2e15 s): a saturated lag, never an overflow.
+        let ancient = PartitionBatch {
+            id: batch.id.clone(),
+            records: vec![record(Some(i64::MIN))],
+        };
+        assert_eq!(newest_record_age(&ancient, 10_000), Some(i64::MAX));
     }
 }
