@@ -15,6 +15,7 @@
 use crate::compress::{Codec, Compression};
 use crate::config::{KeyStrategy, PayloadFormat, StreamSettings};
 use crate::cursor::Cursor;
+use crate::decode::{Decoded, DecodedValue};
 use crate::record::{PartitionId, Record};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -163,14 +164,25 @@ struct LineHeader<'a> {
     value_base64: Option<String>,
 }
 
+/// A value serialised as the JSON string of its `Display` text, written straight into the
+/// line (serde's `collect_str`: no `String` per record).
+struct Shown<'a, T: std::fmt::Display>(&'a T);
+
+impl<T: std::fmt::Display> Serialize for Shown<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
+    }
+}
+
 #[derive(Serialize)]
-struct Line<'a> {
+#[serde(bound = "")]
+struct Line<'a, C: Cursor> {
     source: &'a str,
     stream: &'a str,
     partition: &'a str,
-    cursor: String,
+    cursor: Shown<'a, C>,
     group: Option<&'a str>,
-    key: Option<String>,
+    key: Option<std::borrow::Cow<'a, str>>,
     key_encoding: Option<&'static str>,
     headers: Vec<LineHeader<'a>>,
     timestamp: Option<String>,
@@ -193,8 +205,9 @@ enum Payload<'a> {
     /// The producer's bytes, a valid JSON text (surrounding whitespace included), written
     /// inline as they are; raw CR and LF become spaces (see [`write_raw_json`]).
     Json(&'a [u8]),
-    /// A value decoded with the stream's schema.
-    Decoded(&'a crate::decode::Decoded),
+    /// A payload checked against the stream's schema: decoded Avro, or a JSON text written
+    /// inline as it is, like [`Payload::Json`].
+    Decoded(&'a Decoded),
     /// Any other bytes, base64-encoded.
     Base64,
     /// No payload (a tombstone).
@@ -239,10 +252,14 @@ fn classify_payload<'a, C: Cursor>(
 /// can only be whitespace between tokens (inside strings they must be escaped), so no
 /// value changes.
 fn write_raw_json(out: &mut Vec<u8>, json: &[u8]) {
-    out.extend(json.iter().map(|&b| match b {
-        b'\n' | b'\r' => b' ',
-        other => other,
-    }));
+    // Most payloads have no raw CR or LF: one search (memchr's SIMD) and one copy.
+    let mut rest = json;
+    while let Some(at) = memchr::memchr2(b'\n', b'\r', rest) {
+        out.extend_from_slice(&rest[..at]);
+        out.push(b' ');
+        rest = &rest[at + 1..];
+    }
+    out.extend_from_slice(rest);
 }
 
 /// Checks whether a record can be landed under `settings`, without encoding it.
@@ -261,15 +278,18 @@ pub fn key_hash(key: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn encode_key(key: Option<&[u8]>, strategy: KeyStrategy) -> (Option<String>, Option<&'static str>) {
+fn encode_key(
+    key: Option<&[u8]>,
+    strategy: KeyStrategy,
+) -> (Option<std::borrow::Cow<'_, str>>, Option<&'static str>) {
     let Some(key) = key else { return (None, None) };
     match strategy {
         KeyStrategy::Drop => (None, None),
-        KeyStrategy::Sha256 => (Some(key_hash(key)), Some("sha256")),
-        KeyStrategy::Base64 => (Some(B64.encode(key)), Some("base64")),
+        KeyStrategy::Sha256 => (Some(key_hash(key).into()), Some("sha256")),
+        KeyStrategy::Base64 => (Some(B64.encode(key).into()), Some("base64")),
         KeyStrategy::Raw => match std::str::from_utf8(key) {
-            Ok(text) => (Some(text.to_owned()), Some("utf8")),
-            Err(_) => (Some(B64.encode(key)), Some("base64")),
+            Ok(text) => (Some(text.into()), Some("utf8")),
+            Err(_) => (Some(B64.encode(key).into()), Some("base64")),
         },
     }
 }
@@ -339,7 +359,7 @@ impl<'a> BronzeWriter<'a> {
     pub fn push_checked<C: Cursor>(
         &mut self,
         record: &Record<C>,
-        verdict: Option<&Result<crate::decode::Decoded, String>>,
+        verdict: Option<&Result<Decoded, String>>,
     ) -> Result<(), BronzeError> {
         let payload = match verdict {
             _ if record.defect.is_some() => {
@@ -373,7 +393,10 @@ impl<'a> BronzeWriter<'a> {
             .collect();
         let (payload_encoding, payload_json, payload_base64) = match &payload {
             Payload::Json(_) => ("json", None, None),
-            Payload::Decoded(d) => (d.encoding, Some(&d.value), None),
+            Payload::Decoded(d) => match &d.value {
+                DecodedValue::Avro(value) => ("avro", Some(value), None),
+                DecodedValue::Json(_) => ("json", None, None),
+            },
             Payload::Base64 => (
                 "base64",
                 None,
@@ -385,7 +408,7 @@ impl<'a> BronzeWriter<'a> {
             source: self.id.source.as_str(),
             stream: &self.id.stream,
             partition: &self.id.partition,
-            cursor: record.cursor.to_string(),
+            cursor: Shown(&record.cursor),
             group: self.settings.group.as_deref(),
             key,
             key_encoding,
@@ -409,7 +432,15 @@ impl<'a> BronzeWriter<'a> {
         let out = &mut self.current;
         serde_json::to_writer(&mut *out, &line)
             .expect("a Line has only string keys, so serialising it to a Vec cannot fail");
-        if let Payload::Json(json) = payload {
+        let raw_json = match &payload {
+            Payload::Json(json) => Some(*json),
+            Payload::Decoded(Decoded {
+                value: DecodedValue::Json(json),
+                ..
+            }) => Some(json.as_slice()),
+            _ => None,
+        };
+        if let Some(json) = raw_json {
             // `payload` is the last field written: reopen the object and append it as is.
             out.pop();
             out.extend_from_slice(b",\"payload\":");

@@ -24,10 +24,31 @@ pub struct Decoded {
     pub schema_id: String,
     /// The version within its subject (0 when the registry cannot say).
     pub schema_version: u32,
-    /// The payload as JSON (Avro decoded, JSON Schema validated).
-    pub value: serde_json::Value,
+    /// What lands as the line's `payload`.
+    pub value: DecodedValue,
+}
+
+/// The `payload` of a record that matched its schema.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodedValue {
+    /// A binary Avro datum decoded to JSON (`payload_encoding: avro`).
+    Avro(serde_json::Value),
+    /// A JSON text that was checked (against its JSON Schema, or delivered as JSON by a mapping
+    /// that decodes Avro): the text as produced, after the wire-format frame, landed byte for
+    /// byte like any raw JSON payload (`payload_encoding: json`). The parsed value it was
+    /// checked with is not what lands: parsing loses big numbers, duplicate keys and the
+    /// order of keys.
+    Json(Vec<u8>),
+}
+
+impl Decoded {
     /// `avro` or `json`.
-    pub encoding: &'static str,
+    pub fn encoding(&self) -> &'static str {
+        match self.value {
+            DecodedValue::Avro(_) => "avro",
+            DecodedValue::Json(_) => "json",
+        }
+    }
 }
 
 /// The verdict for one record: `None` for a null payload (a tombstone carries no schema).
@@ -198,22 +219,22 @@ impl SchemaDecoder {
                 Ok(Compiled::Avro(_))
                     if record.schema_id.is_some() && body.first() == Some(&b'{') =>
                 {
-                    serde_json::from_slice(&body)
-                        .map(|v| (v, "json"))
+                    serde_json::from_slice::<serde_json::Value>(&body)
+                        .map(|_| DecodedValue::Json(body.into_owned()))
                         .map_err(|e| format!("payload is not JSON: {e}"))
                 }
-                Ok(Compiled::Avro(decoder)) => decoder.decode(&body).map(|v| (v, "avro")),
+                Ok(Compiled::Avro(decoder)) => decoder.decode(&body).map(DecodedValue::Avro),
                 Ok(Compiled::Json(validator)) => serde_json::from_slice::<serde_json::Value>(&body)
                     .map_err(|e| format!("payload is not JSON: {e}"))
-                    .and_then(|v| validator.validate(&v).map(|()| (v, "json"))),
+                    .and_then(|v| validator.validate(&v))
+                    .map(|()| DecodedValue::Json(body.into_owned())),
             };
             out.push(Some(
                 verdict
-                    .map(|(value, encoding)| Decoded {
+                    .map(|value| Decoded {
                         schema_id: id.to_string(),
                         schema_version: schema.version,
                         value,
-                        encoding,
                     })
                     .map_err(|e| {
                         if e.starts_with("schema ") {
@@ -396,6 +417,111 @@ mod tests {
         );
         assert!(reason(2).contains("confluent header"), "{}", reason(2));
         assert_eq!(letters[1]["cursor"], "3");
+    }
+
+    #[tokio::test]
+    async fn checked_json_payloads_land_byte_for_byte() {
+        let w = world();
+        let json = w
+            .registry
+            .register("orders-value", SchemaFormat::JsonSchema, JSON_SCHEMA)
+            .await
+            .unwrap();
+        let metrics = Metrics::default();
+        let run = RunContext {
+            run_id: "r",
+            now_ms: 0,
+            metrics: &metrics,
+        };
+        // Key order, a duplicate key, numbers beyond f64 and whitespace: what a parsed value
+        // would lose or change.
+        let produced: [&[u8]; 2] = [
+            b"{\"z\":1, \"id\":123456789012345678901234567890,\"id\":7,\r\n\"f\":1.0000000000000000001}",
+            b" {\"id\":2,\"big\":18446744073709551616,\"neg\":-0.0e-0} ",
+        ];
+        let id = PartitionId::new(Source::Kafka, "orders", "0");
+        let batch = PartitionBatch {
+            id: id.clone(),
+            records: produced
+                .iter()
+                .enumerate()
+                .map(|(i, p)| record(i as u64, frame(&json.id, p)))
+                .collect(),
+        };
+        let s = settings(SchemaFormat::JsonSchema, WireFormat::Confluent);
+        assert!(matches!(
+            w.lander.land(&batch, &s, run).await,
+            PartitionOutcome::Landed { .. }
+        ));
+        // An Avro stream whose mapping delivers the values decoded, as JSON.
+        let avro = w
+            .registry
+            .register("orders-avro-value", SchemaFormat::Avro, AVRO)
+            .await
+            .unwrap();
+        let delivered = b"{\"sku\":\"A-1\",\"id\":99999999999999999999}";
+        let avro_id = PartitionId::new(Source::Kafka, "orders-avro", "0");
+        let mut r = record(0, delivered.to_vec());
+        r.schema_id = Some(avro.id.clone());
+        let mut avro_settings = settings(SchemaFormat::Avro, WireFormat::Confluent);
+        if let Some(schema) = avro_settings.schema.as_mut() {
+            schema.subject = "orders-avro-value".into();
+        }
+        let avro_batch = PartitionBatch {
+            id: avro_id.clone(),
+            records: vec![r],
+        };
+        assert!(matches!(
+            w.lander.land(&avro_batch, &avro_settings, run).await,
+            PartitionOutcome::Landed { .. }
+        ));
+        assert!(w.dlq.letters().is_empty(), "{:?}", w.dlq.letters());
+
+        let raw_lines = |id: PartitionId| {
+            let w = &w;
+            async move {
+                let mut lines = Vec::new();
+                for entry in w.state.commit_log(&id).await.unwrap() {
+                    let key = entry.object_key.expect("an object");
+                    lines.extend(
+                        crate::bronze::read_raw_lines(&w.objects.body(&key).unwrap()).unwrap(),
+                    );
+                }
+                lines
+            }
+        };
+        let expected = |p: &[u8]| -> String {
+            p.iter()
+                .map(|&b| {
+                    if b == b'\n' || b == b'\r' {
+                        ' '
+                    } else {
+                        b as char
+                    }
+                })
+                .collect()
+        };
+        let lines = raw_lines(id).await;
+        assert_eq!(lines.len(), 2);
+        for (line, p) in lines.iter().zip(produced) {
+            let suffix = format!(",\"payload\":{}}}", expected(p));
+            assert!(line.ends_with(&suffix), "{line} should end with {suffix}");
+            let parsed: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(parsed["payload_encoding"], "json");
+            assert_eq!(parsed["schema_id"], json.id.to_string());
+        }
+        let lines = raw_lines(avro_id).await;
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].ends_with(&format!(",\"payload\":{}}}", expected(delivered))),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[0].contains("\"payload_encoding\":\"json\""),
+            "{}",
+            lines[0]
+        );
     }
 
     #[tokio::test]
