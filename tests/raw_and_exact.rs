@@ -217,7 +217,11 @@ async fn kafka_payloads_timestamps_and_headers_are_exact() {
     let untimed = &lines[payloads.len()];
     assert_eq!(untimed["timestamp_ms"], Value::Null, "{untimed}");
     assert_eq!(untimed["timestamp"], Value::Null, "{untimed}");
-    assert_eq!(untimed["headers"], json!([{"key": "no-value"}]), "{untimed}");
+    assert_eq!(
+        untimed["headers"],
+        json!([{"key": "no-value"}]),
+        "{untimed}"
+    );
     assert_eq!(untimed["payload"], json!({}));
     for (i, ((raw, line), payload)) in raw.iter().zip(&lines).zip(&payloads).enumerate() {
         let expected = if line["payload_encoding"] == "json" {
