@@ -393,10 +393,14 @@ impl<'a> BronzeWriter<'a> {
             .collect();
         let (payload_encoding, payload_json, payload_base64) = match &payload {
             Payload::Json(_) => ("json", None, None),
-            Payload::Decoded(d) => match &d.value {
-                DecodedValue::Avro(value) => ("avro", Some(value), None),
-                DecodedValue::Json(_) => ("json", None, None),
-            },
+            Payload::Decoded(d) => (
+                d.encoding(),
+                match &d.value {
+                    DecodedValue::Avro(value) => Some(value),
+                    DecodedValue::Json(_) => None,
+                },
+                None,
+            ),
             Payload::Base64 => (
                 "base64",
                 None,
@@ -831,6 +835,38 @@ mod tests {
                 let parsed = read_lines(&w_body(&id, &s, &case)).unwrap();
                 assert_eq!(parsed[0]["payload_encoding"], "json");
             }
+        }
+    }
+
+    #[test]
+    fn checked_json_lands_like_raw_json() {
+        // A JSON text checked against a schema is written inline by the same path: every edge
+        // case a schema check can pass (serde_json's Value holds it) lands byte for byte.
+        let id = PartitionId::new(Source::Kafka, "t", "0");
+        let s = settings(PayloadFormat::Bytes);
+        for case in json_edge_cases() {
+            if serde_json::from_slice::<serde_json::Value>(&case).is_err() {
+                continue;
+            }
+            let verdict = Ok(Decoded {
+                schema_id: "confluent:1".into(),
+                schema_version: 1,
+                value: DecodedValue::Json(case.clone()),
+            });
+            let mut w = BronzeWriter::new(&id, &s, "r", 0);
+            w.push_checked(&record(Some(case.clone())), Some(&verdict))
+                .unwrap();
+            let body = w.finish();
+            let raw = read_raw_lines(&body).unwrap();
+            assert_eq!(raw.len(), 1);
+            let expected: Vec<u8> = case
+                .iter()
+                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+                .collect();
+            assert_eq!(inline_payload(&raw[0]).as_bytes(), &expected[..]);
+            let line = &read_lines(&body).unwrap()[0];
+            assert_eq!(line["payload_encoding"], "json");
+            assert_eq!(line["schema_id"], "confluent:1");
         }
     }
 

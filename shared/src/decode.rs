@@ -54,6 +54,74 @@ impl Decoded {
 /// The verdict for one record: `None` for a null payload (a tombstone carries no schema).
 pub type Verdict = Option<Result<Decoded, String>>;
 
+/// Parses a JSON payload for its schema check. The text lands as it is, so the value checked
+/// must be the one a reader sees: an object with a repeated key is refused (which of its
+/// values a reader takes is up to the reader, RFC 8259 section 4), as is a text
+/// `serde_json::Value` cannot hold (nesting deeper than 128, a number beyond f64 such as
+/// `1e400`). Numbers are checked as f64.
+fn checkable_json(body: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice::<Unique>(body)
+        .map(|u| u.0)
+        .map_err(|e| format!("payload cannot be checked against its schema: {e}"))
+}
+
+/// A JSON value whose objects have no repeated key.
+struct Unique(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = serde_json::Value;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(Unique(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(out.into())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Unique(value) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("repeated key {key:?}")));
+            }
+            out.insert(key, value);
+        }
+        Ok(out.into())
+    }
+}
+
 /// A schema compiled once for many records.
 #[derive(Debug)]
 enum Compiled {
@@ -189,6 +257,7 @@ impl SchemaDecoder {
                         continue;
                     }
                 };
+            let framed = framed_id.is_some();
             let Some(id) = framed_id
                 .or_else(|| record.schema_id.clone())
                 .or_else(|| latest.clone())
@@ -215,17 +284,15 @@ impl SchemaDecoder {
             );
             let verdict = match compiled {
                 Err(e) => Err(format!("{at}: {e}")),
-                // A mapping that decodes records for the function delivers Avro values as JSON.
+                // A mapping that decodes records for the function delivers Avro values as JSON,
+                // without a frame (a framed payload is binary Avro, whatever its first byte).
                 Ok(Compiled::Avro(_))
-                    if record.schema_id.is_some() && body.first() == Some(&b'{') =>
+                    if !framed && record.schema_id.is_some() && body.first() == Some(&b'{') =>
                 {
-                    serde_json::from_slice::<serde_json::Value>(&body)
-                        .map(|_| DecodedValue::Json(body.into_owned()))
-                        .map_err(|e| format!("payload is not JSON: {e}"))
+                    checkable_json(&body).map(|_| DecodedValue::Json(body.into_owned()))
                 }
                 Ok(Compiled::Avro(decoder)) => decoder.decode(&body).map(DecodedValue::Avro),
-                Ok(Compiled::Json(validator)) => serde_json::from_slice::<serde_json::Value>(&body)
-                    .map_err(|e| format!("payload is not JSON: {e}"))
+                Ok(Compiled::Json(validator)) => checkable_json(&body)
                     .and_then(|v| validator.validate(&v))
                     .map(|()| DecodedValue::Json(body.into_owned())),
             };
@@ -433,10 +500,10 @@ mod tests {
             now_ms: 0,
             metrics: &metrics,
         };
-        // Key order, a duplicate key, numbers beyond f64 and whitespace: what a parsed value
-        // would lose or change.
+        // Key order, numbers beyond f64 and whitespace: what a parsed value would lose or
+        // change.
         let produced: [&[u8]; 2] = [
-            b"{\"z\":1, \"id\":123456789012345678901234567890,\"id\":7,\r\n\"f\":1.0000000000000000001}",
+            b"{\"z\":1, \"id\":123456789012345678901234567890,\r\n\"f\":1.0000000000000000001}",
             b" {\"id\":2,\"big\":18446744073709551616,\"neg\":-0.0e-0} ",
         ];
         let id = PartitionId::new(Source::Kafka, "orders", "0");
@@ -453,6 +520,23 @@ mod tests {
             w.lander.land(&batch, &s, run).await,
             PartitionOutcome::Landed { .. }
         ));
+        // A repeated key: which value a reader takes is up to the reader, so the text cannot
+        // be checked (here the first `id` breaks the schema, the last one passes it).
+        let repeated = PartitionBatch {
+            id: id.clone(),
+            records: vec![record(2, frame(&json.id, b"{\"id\":\"x\",\"id\":7}"))],
+        };
+        assert!(matches!(
+            w.lander.land(&repeated, &s, run).await,
+            PartitionOutcome::Landed { .. }
+        ));
+        let letters = w.dlq.letters();
+        assert_eq!(letters.len(), 1);
+        assert!(
+            letters[0].1.contains("repeated key \\\"id\\\""),
+            "{}",
+            letters[0].1
+        );
         // An Avro stream whose mapping delivers the values decoded, as JSON.
         let avro = w
             .registry
@@ -475,14 +559,15 @@ mod tests {
             w.lander.land(&avro_batch, &avro_settings, run).await,
             PartitionOutcome::Landed { .. }
         ));
-        assert!(w.dlq.letters().is_empty(), "{:?}", w.dlq.letters());
+        assert_eq!(w.dlq.letters().len(), 1, "{:?}", w.dlq.letters());
 
         let raw_lines = |id: PartitionId| {
             let w = &w;
             async move {
                 let mut lines = Vec::new();
-                for entry in w.state.commit_log(&id).await.unwrap() {
-                    let key = entry.object_key.expect("an object");
+                // (an entry of dead letters only has no object)
+                let entries = w.state.commit_log(&id).await.unwrap();
+                for key in entries.into_iter().filter_map(|e| e.object_key) {
                     lines.extend(
                         crate::bronze::read_raw_lines(&w.objects.body(&key).unwrap()).unwrap(),
                     );
