@@ -74,6 +74,11 @@ pub struct DeadLetter {
     pub payload_s3: Option<String>,
     /// Size of the raw payload in bytes.
     pub payload_bytes: usize,
+    /// The record had no payload at all (a Kafka tombstone), not an empty one: its
+    /// `payload_base64` is empty either way, and a replay must produce a tombstone. Omitted
+    /// when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tombstone: bool,
     /// Kafka headers or similar, base64 values.
     pub headers: Vec<(String, Option<String>)>,
     /// The exact bytes, as base64, of each header name that is not UTF-8 (a Kafka header
@@ -118,6 +123,7 @@ impl DeadLetter {
             payload_base64: Some(B64.encode(payload)),
             payload_s3: None,
             payload_bytes: payload.len(),
+            tombstone: record.payload.is_none(),
             headers: record
                 .headers
                 .iter()
@@ -171,7 +177,8 @@ impl DeadLetter {
         self.envelope_s3 = Some(url);
     }
 
-    /// Decodes the inline payload (for replay tools and tests).
+    /// Decodes the inline payload (for replay tools and tests): empty for a tombstone, see
+    /// [`Self::tombstone`].
     pub fn payload(&self) -> Option<Vec<u8>> {
         self.payload_base64
             .as_deref()
@@ -220,6 +227,31 @@ mod tests {
         assert!(!DeadLetter::too_large(&body), "{}", body.len());
         let back: serde_json::Value = serde_json::from_str(&envelope).unwrap();
         assert_eq!(back["headers"][0][0], "h");
+    }
+
+    #[test]
+    fn a_tombstone_is_told_from_an_empty_payload() {
+        let id = PartitionId::new(Source::Kafka, "t", "0");
+        let record = |payload: Option<Vec<u8>>| Record {
+            cursor: KafkaOffset(3),
+            key: Some(b"k".to_vec()),
+            headers: vec![],
+            timestamp_ms: None,
+            payload,
+            defect: Some("header key not UTF-8".into()),
+            schema_id: None,
+        };
+        let tombstone = DeadLetter::new(&id, &record(None), "r".into(), "run", 0);
+        let empty = DeadLetter::new(&id, &record(Some(vec![])), "r".into(), "run", 0);
+        assert!(tombstone.tombstone && !empty.tombstone);
+        let json: serde_json::Value = serde_json::from_str(&tombstone.to_json().unwrap()).unwrap();
+        assert_eq!(json["tombstone"], true);
+        assert_eq!(json["payload_bytes"], 0);
+        let body = empty.to_json().unwrap();
+        assert!(!body.contains("tombstone"), "{body}");
+        // A letter written before the field reads as no tombstone.
+        let back: DeadLetter = serde_json::from_str(&body).unwrap();
+        assert_eq!(back, empty);
     }
 
     /// Defect 10: a header name that is not UTF-8 reaches the letter byte for byte.
