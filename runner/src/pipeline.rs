@@ -403,7 +403,7 @@ impl OpenFile {
     pub fn span_exceeded_by(&self, ts: Option<i64>, limits: &FileConfig) -> bool {
         match (self.span, ts) {
             (Some((lo, hi)), Some(ts)) if self.records > 0 => {
-                hi.max(ts) - lo.min(ts) > limits.max_span_ms
+                hi.max(ts).saturating_sub(lo.min(ts)) > limits.max_span_ms
             }
             _ => false,
         }
@@ -816,7 +816,7 @@ impl<C: Cursor, A: Acknowledge<C>> Pipeline<C, A> {
                 .held
                 .split(records.iter().map(record_footprint).sum());
             if let Some(newest) = records.iter().filter_map(|r| r.timestamp_ms).max() {
-                let age = (chrono_now_ms() - newest).max(0);
+                let age = chrono_now_ms().saturating_sub(newest).max(0);
                 let mut lag = self.shared.window_lag_ms.lock().expect("lag lock");
                 let slot = lag.entry((id.source, id.stream.clone())).or_insert(age);
                 *slot = (*slot).max(age);
@@ -1160,6 +1160,16 @@ mod tests {
             &limits(100, 1 << 20, 1000),
         );
         assert_eq!(by_span, vec![(0, 2), (3, 4), (5, 5)]);
+        // The extremes a Kafka timestamp can take: a span too wide for i64, never an overflow.
+        let extremes = cuts(
+            [i64::MIN, i64::MAX, 0]
+                .iter()
+                .enumerate()
+                .map(|(i, t)| record(i as u64, *t, 1))
+                .collect(),
+            &limits(100, 1 << 20, 1000),
+        );
+        assert_eq!(extremes, vec![(0, 0), (1, 1), (2, 2)]);
     }
 
     #[test]

@@ -161,7 +161,8 @@ pub struct KafkaRecord {
     /// Milliseconds since the epoch, read without going through a float.
     #[serde(default, deserialize_with = "exact_millis")]
     pub timestamp: Option<i64>,
-    /// `CREATE_TIME` or `LOG_APPEND_TIME`.
+    /// `CREATE_TIME`, `LOG_APPEND_TIME`, or `NO_TIMESTAMP_TYPE` (with `timestamp` -1) for a
+    /// record without a time.
     #[serde(default)]
     pub timestamp_type: Option<String>,
     /// The key, base64-encoded (null for a record without key).
@@ -214,7 +215,7 @@ impl<'de> Deserialize<'de> for HeaderEntries {
         impl<'de> Visitor<'de> for Entries {
             type Value = HeaderEntries;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map from header key to an array of bytes")
+                f.write_str("a map from header key to an array of bytes or null")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HeaderEntries, A::Error> {
                 let mut out = Vec::with_capacity(map.size_hint().unwrap_or(1));
