@@ -71,8 +71,9 @@ bench-runner: stack-up ## Runner vs consume-only on a 1M-message Kafka backlog (
 
 # The Kinesis bench serves the stream from a moto of its own on KINESIS_MOTO_PORT (S3 and
 # DynamoDB stay on MOTO_PORT), as on AWS where the stream is not served by the process that
-# serves S3 and DynamoDB; BENCH_KINESIS_ENDPOINT= (empty) runs everything on one moto.
-KINESIS_MOTO_PORT ?= $(shell echo $$(( $(MOTO_PORT) + 1 )))
+# serves S3 and DynamoDB; BENCH_KINESIS_ENDPOINT= (empty) makes the bench use one moto (the
+# second is still started and stopped). Not 5056: that is the test suite's moto.
+KINESIS_MOTO_PORT ?= 5057
 
 bench-runner-kinesis: stack-up ## Runner vs a GetRecords-only loop on a Kinesis backlog in moto (BENCH_* settings in BENCHMARKS.md)
 	MOTO_PORT=$(KINESIS_MOTO_PORT) AWS_ENDPOINT_URL=http://127.0.0.1:$(KINESIS_MOTO_PORT) $(VENV)/bin/python scripts/stack.py up

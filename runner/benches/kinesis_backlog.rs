@@ -31,7 +31,8 @@
 //! commits, while one moto is a single Python thread serving all three. moto's CPU is then
 //! reported per process.
 //! Run: `make bench-runner-kinesis` (which starts the second moto on `KINESIS_MOTO_PORT`,
-//! `MOTO_PORT` + 1, unless `BENCH_KINESIS_ENDPOINT=` is set empty), or `cargo bench -p
+//! 5057, and stops it afterwards; with `BENCH_KINESIS_ENDPOINT=` set empty the bench uses one
+//! moto all the same), or `cargo bench -p
 //! streaming-connector --bench kinesis_backlog`. Settings (environment): `BENCH_RECORDS` [1000000], `BENCH_SHARDS` [4],
 //! `BENCH_AGG` user records per aggregate [100], `BENCH_PAD` [100], `BENCH_LIMIT` the
 //! GetRecords `Limit` of both readers (the runner's `kinesis.max_records`) [500],
