@@ -36,8 +36,8 @@ pub enum DecodedValue {
     /// A JSON text that was checked (against its JSON Schema, or delivered as JSON by a mapping
     /// that decodes Avro): the text as produced, after the wire-format frame, landed byte for
     /// byte like any raw JSON payload (`payload_encoding: json`). The parsed value it was
-    /// checked with is not what lands: parsing loses big numbers, duplicate keys and the
-    /// order of keys.
+    /// checked with is not what lands: parsing loses big numbers and the order of keys (a
+    /// text with a repeated key is not checked at all, see [`checkable_json`]).
     Json(Vec<u8>),
 }
 
