@@ -320,6 +320,57 @@ pub fn decompressed(body: &[u8]) -> Result<Box<dyn Read + '_>, std::io::Error> {
     }
 }
 
+/// Lambda gives a function one vCPU's worth of CPU time per 1,769 MB of memory (AWS Lambda
+/// Developer Guide, "Configuring Lambda function memory"), whatever number of cores the
+/// environment shows: two from 128 to 3,008 MB, up to six at 10,240 MB.
+pub const LAMBDA_MB_PER_VCPU: u64 = 1769;
+
+/// How many threads compress in a Lambda function of `memory_mb` whose environment shows
+/// `cores` cores: the vCPUs its memory pays for, to the nearest whole one, at least 1 and at
+/// most `cores`. A function of 1,024 MB has 0.58 of a vCPU: a second compressing thread
+/// would only share the same CPU quota with the first, adding switches and a second
+/// member's buffers in memory, not speed. At 2,654 MB (1.5 vCPUs) and above a second one pays.
+pub fn lambda_threads(memory_mb: u64, cores: usize) -> usize {
+    let vcpus = memory_mb.saturating_add(LAMBDA_MB_PER_VCPU / 2) / LAMBDA_MB_PER_VCPU;
+    usize::try_from(vcpus)
+        .unwrap_or(usize::MAX)
+        .clamp(1, cores.max(1))
+}
+
+/// The size of rayon's global pool (the threads that compress) for a Lambda function:
+/// `RAYON_NUM_THREADS` when it names a count, else [`lambda_threads`] of
+/// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE` (which Lambda sets) and the cores the process sees, else
+/// (not under Lambda) one per core. `lookup` reads the environment.
+pub fn lambda_pool_size(lookup: impl Fn(&str) -> Option<String>) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let count = |name: &str| {
+        lookup(name)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|n| *n > 0)
+    };
+    if let Some(n) = count("RAYON_NUM_THREADS") {
+        return usize::try_from(n).unwrap_or(cores);
+    }
+    match count("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") {
+        Some(mb) => lambda_threads(mb, cores),
+        None => cores,
+    }
+}
+
+/// Builds rayon's global pool with [`lambda_pool_size`] threads (call it at init, before any
+/// landing) and returns its size.
+pub fn init_lambda_pool() -> usize {
+    let threads = lambda_pool_size(|name| std::env::var(name).ok());
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+    {
+        // Only possible when something already used the global pool: it keeps its size.
+        tracing::warn!(error = %e, "the compression pool was already started");
+    }
+    rayon::current_num_threads()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,6 +387,62 @@ mod tests {
             .num_threads(threads)
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn a_lambda_compresses_on_the_vcpus_its_memory_pays_for() {
+        // Two cores shown from 128 to 3,008 MB; one vCPU's worth per 1,769 MB.
+        assert_eq!(lambda_threads(128, 2), 1);
+        assert_eq!(lambda_threads(1024, 2), 1);
+        assert_eq!(lambda_threads(1769, 2), 1);
+        assert_eq!(lambda_threads(2653, 2), 1);
+        assert_eq!(lambda_threads(2654, 2), 2);
+        assert_eq!(lambda_threads(3008, 2), 2);
+        assert_eq!(lambda_threads(5307, 3), 3);
+        assert_eq!(lambda_threads(10240, 6), 6);
+        // Never more than the cores shown, never none.
+        assert_eq!(lambda_threads(10240, 2), 2);
+        assert_eq!(lambda_threads(u64::MAX, 4), 4);
+        assert_eq!(lambda_threads(0, 2), 1);
+        assert_eq!(lambda_threads(1024, 0), 1);
+    }
+
+    #[test]
+    fn the_pool_size_follows_rayon_then_the_function_memory() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(lambda_pool_size(env(&[])), cores);
+        assert_eq!(
+            lambda_pool_size(env(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")])),
+            1
+        );
+        assert_eq!(
+            lambda_pool_size(env(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "10240")])),
+            cores.min(6)
+        );
+        // RAYON_NUM_THREADS wins, as it does for rayon itself.
+        assert_eq!(
+            lambda_pool_size(env(&[
+                ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024"),
+                ("RAYON_NUM_THREADS", "3")
+            ])),
+            3
+        );
+        // Values that are not a count are ignored.
+        assert_eq!(
+            lambda_pool_size(env(&[
+                ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "lots"),
+                ("RAYON_NUM_THREADS", "0")
+            ])),
+            cores
+        );
     }
 
     #[test]

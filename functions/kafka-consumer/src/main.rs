@@ -7,11 +7,13 @@ use bronze::telemetry::{self, Metrics};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 // One invocation at a time, as in the Kinesis function: the handler, the SDK's connections and
-// the Runtime API client run on one thread; compression runs on rayon's threads, one per core
-// (`bronze::compress::Pipeline`).
+// the Runtime API client run on one thread; compression runs on rayon's threads, as many as the
+// vCPUs the function's memory pays for (`bronze::compress::init_lambda_pool`).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init_json_logs();
+    let threads = bronze::compress::init_lambda_pool();
+    tracing::info!(compression_threads = threads, "compression pool started");
     // A bad configuration fails every invocation with an error naming the field, instead of
     // exiting at init (which Lambda would turn into a crash loop of cold starts).
     let app = App::from_env().await.map_err(|e| {

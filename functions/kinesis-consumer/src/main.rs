@@ -7,10 +7,13 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 
 // One invocation at a time: the handler, the SDK's connections and the Runtime API client all
 // run on one thread (no worker threads to wake, park or give their own malloc arenas); the
-// compression runs on rayon's threads, one per core (`bronze::compress::Pipeline`).
+// compression runs on rayon's threads, as many as the vCPUs the function's memory pays for
+// (`bronze::compress::init_lambda_pool`, `bronze::compress::Pipeline`).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     telemetry::init_json_logs();
+    let threads = bronze::compress::init_lambda_pool();
+    tracing::info!(compression_threads = threads, "compression pool started");
     // A bad configuration fails every invocation with an error naming the field, instead of
     // exiting at init (which Lambda would turn into a crash loop of cold starts).
     let app = App::from_env().await.map_err(|e| {
