@@ -407,3 +407,62 @@ async fn a_denied_get_records_stops_the_runner_naming_the_action_and_stream() {
         "{log}"
     );
 }
+
+/// Defect (audit): a DynamoDB failure that outlasted the SDK's retries in the lease
+/// coordinator's heartbeat (listing the leases, reading a checkpoint) ended the runner with
+/// exit code 1, so a DynamoDB outage became a crash loop. Now the heartbeat logs and tries
+/// again; leases and commits resume when DynamoDB answers, and nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dynamodb_outage_longer_than_the_sdk_retries_is_survived_without_loss() {
+    use integration_tests::fault_proxy::{Fault, FaultProxy, Rule, Times};
+    let stack = Stack::new().await.unwrap();
+    let client = Client::new(&stack.sdk);
+    let stream = unique("kin-ddb-outage");
+    create_stream(&client, &stream, 2).await;
+    produce(&client, &stream, &plan(0, 1_000, 11, 3, 10)).await;
+    let proxy = FaultProxy::start().unwrap();
+    let mut runner = run_behind(&stack, &stream, &proxy);
+    // Every DynamoDB call fails for 12 s (longer than the lease duration and than the SDK's
+    // three attempts), once the runner is reading.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !runner.log().contains("reading the shard") {
+        assert!(std::time::Instant::now() < deadline, "{}", runner.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rules: Vec<_> = [
+        "dynamodb:Query",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:TransactWriteItems",
+    ]
+    .iter()
+    .map(|op| {
+        proxy.add(Rule {
+            operation: (*op).to_owned(),
+            body_contains: None,
+            fault: Fault::InternalError,
+            times: Times::For(Duration::from_secs(12)),
+        })
+    })
+    .collect();
+    produce(&client, &stream, &plan(1_000, 1_000, 11, 3, 10)).await;
+    let want = wait_landed(
+        &stack,
+        &client,
+        &stream,
+        Duration::from_secs(180),
+        &[&runner],
+    )
+    .await;
+    let injected: u64 = rules.iter().map(|r| r.stats().injected).sum();
+    let queries = rules[0].stats().injected;
+    assert!(runner.exited().unwrap().is_none(), "{}", runner.log());
+    assert!(runner.terminate(Duration::from_secs(30)).unwrap().success());
+    let log = runner.log();
+    assert!(
+        queries > 0 && log.contains("could not list the leases"),
+        "the heartbeat met the outage ({injected} faults): {log}"
+    );
+    assert_exactly_once(&stack, &stream, &want, 2_000).await;
+}

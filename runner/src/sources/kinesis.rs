@@ -642,7 +642,15 @@ impl Coordinator {
             .map(|(id, _)| id.clone())
             .collect();
         for id in drained {
-            if self.committed(&id).await? {
+            let committed = match self.committed(&id).await {
+                Ok(committed) => committed,
+                // DynamoDB failing for longer than the SDK's retries must not stop the runner.
+                Err(e) => {
+                    tracing::warn!(partition = %id, error = %e, "could not read the checkpoint of a drained shard; retrying at the next heartbeat");
+                    false
+                }
+            };
+            if committed {
                 let held = self.held.remove(&id).expect("listed");
                 self.revoke(vec![id.clone()]).await;
                 match self.leases.finish(&held.lease).await {
@@ -679,8 +687,16 @@ impl Coordinator {
         let now = now_ms();
         let mut all: BTreeMap<(String, String), Lease> = BTreeMap::new();
         for stream in &self.ctx.config.streams {
-            for lease in self.leases.list(stream).await? {
-                all.insert((stream.clone(), lease.shard.clone()), lease);
+            match self.leases.list(stream).await {
+                Ok(leases) => {
+                    for lease in leases {
+                        all.insert((stream.clone(), lease.shard.clone()), lease);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %stream, error = %e, "could not list the leases; balancing at the next heartbeat");
+                    return Ok(());
+                }
             }
         }
         let mut candidates = Vec::new();
@@ -737,8 +753,19 @@ impl Coordinator {
         Ok(checkpoint.is_some_and(|c| c.cursor >= last.sortable()))
     }
 
+    /// Starts reading a shard whose lease was just taken. When its checkpoint cannot be read
+    /// (DynamoDB failing for longer than the SDK's retries) the shard is not read: the lease,
+    /// not renewed, expires and is taken again, by this runner or another.
     async fn start_reader(&mut self, id: PartitionId, lease: Lease) -> anyhow::Result<()> {
-        let checkpoint = match self.state.checkpoint(&id).await? {
+        let checkpoint = match self.state.checkpoint(&id).await {
+            Ok(c) => c,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(partition = %id, error = %e, "could not read the checkpoint of a shard just leased; its lease is left to expire");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let checkpoint = match checkpoint {
             Some(c) => Some(
                 KinesisCursor::parse(&c.cursor)
                     .map_err(|e| anyhow::anyhow!("{id}: stored checkpoint {:?}: {e}", c.cursor))?,
