@@ -99,6 +99,7 @@ pub fn render(endpoints: &Endpoints) -> String {
     let failures = Counter::<u64>::default();
     let pauses = Counter::<u64>::default();
     let stale = Counter::<u64>::default();
+    let refused = Counter::<u64>::default();
     for shared in &endpoints.pipelines {
         values[0].inc_by(shared.buffered.load(Ordering::Relaxed) as i64);
         values[1].inc_by(shared.in_flight.load(Ordering::Relaxed) as i64);
@@ -106,6 +107,7 @@ pub fn render(endpoints: &Endpoints) -> String {
         failures.inc_by(shared.failures.load(Ordering::Relaxed));
         pauses.inc_by(shared.pauses.load(Ordering::Relaxed));
         stale.inc_by(shared.stale_records.load(Ordering::Relaxed));
+        refused.inc_by(shared.refused_records.load(Ordering::Relaxed));
         for (id, l) in shared.lag.lock().expect("lag lock").iter() {
             // Kinesis reports how far behind a shard is in time, not in records.
             let family = if id.source == Source::Kinesis {
@@ -145,6 +147,11 @@ pub fn render(endpoints: &Endpoints) -> String {
         "stale_records",
         "Records dropped because they were read under a partition assignment that had ended",
         stale,
+    );
+    registry.register(
+        "refused_records",
+        "Records not taken because their partition's cursors restarted below its checkpoint (never landed or committed: read again once the partition is reset)",
+        refused,
     );
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String");

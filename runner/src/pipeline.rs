@@ -29,9 +29,9 @@ use crate::concurrency::{AdaptiveLimit, Observation};
 use crate::config::{ConcurrencyConfig, FileConfig};
 use bronze::config::{ConnectorConfig, StreamSettings};
 use bronze::cursor::Cursor;
-use bronze::engine::{Lander, PartitionOutcome, RunContext};
+use bronze::engine::{EngineError, Lander, PartitionOutcome, RunContext};
 use bronze::record::{PartitionBatch, PartitionId, Record};
-use bronze::telemetry::Metrics;
+use bronze::telemetry::{CursorRestartDetected, Metrics};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -215,6 +215,10 @@ pub struct Shared {
     pub last_progress_ms: AtomicU64,
     /// Records dropped because they were read under an assignment that has ended.
     pub stale_records: AtomicU64,
+    /// Records not taken because their partition's cursors restarted below its checkpoint
+    /// (the engine's `CursorRestart`, or [`Pipeline::rewinds_are_restarts`]): never landed or
+    /// committed, so they are read again once the partition is reset.
+    pub refused_records: AtomicU64,
     /// Counters of landed, skipped and dead-lettered records, per stream.
     pub metrics: Metrics,
     /// Per stream, the largest age (ms) of the newest record of a landing started since the
@@ -449,6 +453,8 @@ struct PartitionBuffer<C> {
     /// Where the source was positioned at assignment, when known.
     start: Option<C>,
     last_received: Option<C>,
+    /// Why the partition takes no more records: its cursors restarted (the error's text).
+    restarted: Option<String>,
 }
 
 impl<C: Cursor> PartitionBuffer<C> {
@@ -467,6 +473,7 @@ impl<C: Cursor> PartitionBuffer<C> {
             last_committed: assignment.checkpoint,
             start: assignment.start,
             last_received: None,
+            restarted: None,
         }
     }
 
@@ -512,6 +519,29 @@ impl<C: Cursor> PartitionBuffer<C> {
         }
         self.open_file = OpenFile::default();
         self.open_since = None;
+    }
+
+    /// Stops a partition whose cursors restarted: what it receives from now on is neither
+    /// landed nor committed (it is read again once the partition is reset), and `/healthz`
+    /// reports `error` until the process ends. With `drop_held`, so are the records it holds
+    /// (they came from the restarted log); without, they still land (they were read before
+    /// the cursors went back, from a log that may no longer exist).
+    fn stop_restarted(&mut self, error: &EngineError, shared: &Shared, drop_held: bool) {
+        let text = error.to_string();
+        *shared.unhealthy.lock().expect("health lock") = Some(text.clone());
+        self.restarted = Some(text);
+        if !drop_held {
+            return;
+        }
+        let held = self.sealed.iter().map(Vec::len).sum::<usize>() + self.open.len();
+        shared
+            .refused_records
+            .fetch_add(held as u64, Ordering::Relaxed);
+        self.sealed.clear();
+        self.open.clear();
+        self.open_file = OpenFile::default();
+        self.open_since = None;
+        drop(self.held.split(self.held.bytes()));
     }
 
     fn ready(&self, now: Instant) -> bool {
@@ -561,6 +591,9 @@ pub struct Pipeline<C, A> {
     /// Settings override applied to every stream of this source (Pulsar Key_Shared lands
     /// in interleaved mode).
     interleaved: bool,
+    /// A record at or below one already received is a restart of the source's cursors, not a
+    /// redelivery (Kafka).
+    rewinds_are_restarts: bool,
     limiter: AdaptiveLimit,
     buffers: HashMap<PartitionId, PartitionBuffer<C>>,
     high_watermarks: HashMap<PartitionId, u64>,
@@ -595,6 +628,7 @@ impl<C: Cursor, A: Acknowledge<C>> Pipeline<C, A> {
             run_id: run_id.into(),
             lag_fn,
             interleaved: false,
+            rewinds_are_restarts: false,
             limiter,
             buffers: HashMap::new(),
             high_watermarks: HashMap::new(),
@@ -607,6 +641,20 @@ impl<C: Cursor, A: Acknowledge<C>> Pipeline<C, A> {
     /// shared among several consumers, e.g. Pulsar Key_Shared).
     pub fn interleaved(mut self) -> Self {
         self.interleaved = true;
+        self
+    }
+
+    /// Takes a record below the seek position, or at or below one already received, for
+    /// proof that the source's cursors restarted (a recreated or truncated Kafka topic: the
+    /// consumer's position fell outside the log and `auto.offset.reset` moved it), instead of
+    /// dropping it as a redelivery. Dropping would skip the new log's records up to the
+    /// checkpoint as "already landed". The partition then takes no more records: the ones it
+    /// holds still land, the rest are neither landed nor committed, the restart is logged and
+    /// counted once (`CursorRestarts`) and `/healthz` reports it with the `reset` command
+    /// that starts the partition over. For a source whose cursors only move forward within
+    /// one assignment (Kafka); Kinesis and Pulsar redeliver legitimately.
+    pub fn rewinds_are_restarts(mut self) -> Self {
+        self.rewinds_are_restarts = true;
         self
     }
 
@@ -717,6 +765,10 @@ impl<C: Cursor, A: Acknowledge<C>> Pipeline<C, A> {
                 tracing::debug!(partition = %id, cursor = %record.cursor, epoch = %epoch, "record of an ended assignment dropped");
                 continue;
             };
+            if buffer.restarted.is_some() {
+                self.shared.refused_records.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             if !buffer.interleaved() {
                 match admit(
                     buffer.start.as_ref(),
@@ -724,6 +776,45 @@ impl<C: Cursor, A: Acknowledge<C>> Pipeline<C, A> {
                     &record.cursor,
                 ) {
                     Admission::Continue => {}
+                    Admission::Redelivery if self.rewinds_are_restarts => {
+                        let evidence = match &buffer.last_received {
+                            Some(last) => format!(
+                                "offset {} was delivered after offset {last}: the partition's offsets went back",
+                                record.cursor
+                            ),
+                            None => format!(
+                                "the first record after the seek to offset {} is at offset {}: the partition's log no longer reaches its checkpoint",
+                                buffer
+                                    .start
+                                    .as_ref()
+                                    .map(ToString::to_string)
+                                    .unwrap_or_default(),
+                                record.cursor
+                            ),
+                        };
+                        let checkpoint = buffer
+                            .last_committed
+                            .as_ref()
+                            .map_or_else(|| "(none)".to_owned(), ToString::to_string);
+                        CursorRestartDetected {
+                            partition: &id,
+                            checkpoint: &checkpoint,
+                            evidence: &evidence,
+                            run_id: &self.run_id,
+                        }
+                        .emit(&self.shared.metrics);
+                        let error = EngineError::CursorRestart {
+                            partition: id.to_string(),
+                            checkpoint,
+                            evidence,
+                            origin: id.source.to_string(),
+                            stream: id.stream.clone(),
+                            part: id.partition.clone(),
+                        };
+                        buffer.stop_restarted(&error, &self.shared, false);
+                        self.shared.refused_records.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     // A redelivery of a record still held (or committed): keeping it would
                     // land it twice.
                     Admission::Redelivery => continue,
@@ -919,10 +1010,22 @@ impl<C: Cursor, A: Acknowledge<C>> Pipeline<C, A> {
                 buffer.failures = 0;
                 buffer.retry_at = None;
                 if self.shared.unhealthy.lock().expect("health lock").is_some()
-                    && self.buffers.values().all(|b| b.failures == 0)
+                    && self
+                        .buffers
+                        .values()
+                        .all(|b| b.failures == 0 && b.restarted.is_none())
                 {
                     *self.shared.unhealthy.lock().expect("health lock") = None;
                 }
+            }
+            Some(error @ EngineError::CursorRestart { .. }) => {
+                // Retrying cannot help, and holding the partition's records would fill the
+                // buffer and pause every other partition: the partition stops.
+                self.shared.failures.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .refused_records
+                    .fetch_add(rest.len() as u64, Ordering::Relaxed);
+                buffer.stop_restarted(&error, &self.shared, true);
             }
             Some(error) => {
                 self.shared.failures.fetch_add(1, Ordering::Relaxed);
@@ -1720,6 +1823,147 @@ mod tests {
         let landed = committed_offsets(&h.state, &h.objects, &p).await;
         assert_eq!(landed, (10..15).collect::<Vec<_>>());
         assert_eq!(h.shared.buffered.load(Ordering::Relaxed), 0);
+    }
+
+    /// Defect: a Kafka topic recreated (or truncated) below the checkpoint moved the
+    /// consumer's position with `auto.offset.reset`, and the new log's records up to the
+    /// checkpoint were dropped as redeliveries: lost without a word.
+    #[tokio::test]
+    async fn kafka_offsets_that_go_back_stop_the_partition_instead_of_being_skipped() {
+        let faults = bronze::memory::Faults::new();
+        let (pipeline, state, shared, _acks) =
+            memory_pipeline(&faults, limits(1000, 1 << 20, 60_000));
+        let pipeline = pipeline.rewinds_are_restarts();
+        let (tx, rx) = mpsc::channel(8);
+        let run = tokio::spawn(pipeline.run(rx, Duration::from_secs(30)));
+        // p: checkpoint 9, seeked to 10; the recreated log's first record is offset 0.
+        let p = PartitionId::new(Source::Kafka, "t", "0");
+        // q: going back in the middle of an assignment (truncated while it was read).
+        let q = PartitionId::new(Source::Kafka, "t", "1");
+        // r: a healthy partition landing after both.
+        let r = PartitionId::new(Source::Kafka, "t", "2");
+        tx.send(Input::Assign(vec![
+            assignment(&p, 1, Some(9)),
+            assignment(&q, 1, None),
+            assignment(&r, 1, None),
+        ]))
+        .await
+        .unwrap();
+        tx.send(batch(&shared, &p, 0..5)).await.unwrap();
+        tx.send(batch(&shared, &q, 0..10)).await.unwrap();
+        tx.send(batch(&shared, &q, 0..3)).await.unwrap();
+        tx.send(batch(&shared, &q, 3..20)).await.unwrap();
+        tx.send(batch(&shared, &r, 0..4)).await.unwrap();
+        drop(tx);
+        assert_eq!(run.await.unwrap(), 0);
+        let landed = |id: PartitionId| {
+            let state = state.clone();
+            async move {
+                state
+                    .commit_log(&id)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|e| (e.first.clone(), e.last.clone(), e.records))
+                    .collect::<Vec<_>>()
+            }
+        };
+        // Nothing of the new log is landed or committed for p; q lands what it had received
+        // before its offsets went back, and nothing after.
+        assert_eq!(landed(p.clone()).await, vec![]);
+        let q_log = landed(q.clone()).await;
+        assert_eq!(q_log.iter().map(|e| e.2).sum::<u64>(), 10, "{q_log:?}");
+        assert_eq!(
+            q_log.last().map(|e| e.1.as_str()),
+            Some("00000000000000000009"),
+            "{q_log:?}"
+        );
+        assert_eq!(landed(r.clone()).await.iter().map(|e| e.2).sum::<u64>(), 4);
+        assert_eq!(shared.refused_records.load(Ordering::Relaxed), 5 + 3 + 17);
+        assert_eq!(shared.buffered.load(Ordering::Relaxed), 0);
+        let restarts = shared.metrics.stream(Source::Kafka, "t").cursor_restarts;
+        assert_eq!(restarts, 2, "each partition's restart is counted once");
+        // A later good landing elsewhere does not make the pipeline look healthy again.
+        let health = shared.unhealthy.lock().unwrap().clone().unwrap_or_default();
+        assert!(health.contains("restarted"), "{health}");
+        assert!(health.contains("streaming-connector reset"), "{health}");
+    }
+
+    /// A Kafka partition is read again from its checkpoint's own offset; when the record
+    /// there is not the one landed (a recreated topic whose new log reaches the checkpoint),
+    /// the engine refuses to skip, and the partition stops without holding its records (which
+    /// would fill the buffer and pause every other partition) while the others go on.
+    #[tokio::test]
+    async fn a_record_at_the_checkpoint_that_is_not_the_one_landed_stops_only_its_partition() {
+        let faults = bronze::memory::Faults::new();
+        let (pipeline, state, shared, _acks) = memory_pipeline(&faults, limits(5, 1 << 20, 60_000));
+        let pipeline = pipeline.rewinds_are_restarts();
+        let (tx, rx) = mpsc::channel(8);
+        let run = tokio::spawn(pipeline.run(rx, Duration::from_secs(30)));
+        let p = PartitionId::new(Source::Kafka, "t", "0");
+        let r = PartitionId::new(Source::Kafka, "t", "1");
+        tx.send(Input::Assign(vec![
+            assignment(&p, 1, None),
+            assignment(&r, 1, None),
+        ]))
+        .await
+        .unwrap();
+        tx.send(batch(&shared, &p, 0..10)).await.unwrap();
+        revoke(&tx, &p).await;
+        // Assigned again at its checkpoint 9, as the Kafka source seeks: the record now at
+        // offset 9 differs from the one landed there.
+        tx.send(Input::Assign(vec![Assignment {
+            partition: p.clone(),
+            epoch: Epoch(2),
+            checkpoint: Some(KafkaOffset(9)),
+            start: Some(KafkaOffset(9)),
+        }]))
+        .await
+        .unwrap();
+        let mut chunk = Chunk::new(&shared);
+        chunk.push(p.clone(), Epoch(2), record(9, 0, 11));
+        for o in 10..15 {
+            chunk.push(p.clone(), Epoch(2), record(o, 0, 10));
+        }
+        // Files of 5: [9, 13] lands (and is refused), 14 is still open.
+        tx.send(Input::Records(chunk)).await.unwrap();
+        tx.send(batch(&shared, &r, 0..4)).await.unwrap();
+        drop(tx);
+        assert_eq!(run.await.unwrap(), 0);
+        let records =
+            |log: Vec<bronze::ports::CommitEntry>| log.iter().map(|e| e.records).sum::<u64>();
+        assert_eq!(records(state.commit_log(&p).await.unwrap()), 10);
+        assert_eq!(records(state.commit_log(&r).await.unwrap()), 4);
+        assert_eq!(shared.refused_records.load(Ordering::Relaxed), 6);
+        assert_eq!(shared.buffered.load(Ordering::Relaxed), 0);
+        let health = shared.unhealthy.lock().unwrap().clone().unwrap_or_default();
+        assert!(
+            health.contains("is not the one landed there")
+                && health.contains("streaming-connector reset"),
+            "{health}"
+        );
+    }
+
+    #[tokio::test]
+    async fn kafka_restart_evidence_names_the_offsets() {
+        let faults = bronze::memory::Faults::new();
+        let (pipeline, _state, shared, _acks) =
+            memory_pipeline(&faults, limits(1000, 1 << 20, 60_000));
+        let pipeline = pipeline.rewinds_are_restarts();
+        let (tx, rx) = mpsc::channel(8);
+        let run = tokio::spawn(pipeline.run(rx, Duration::from_secs(30)));
+        let p = PartitionId::new(Source::Kafka, "t", "0");
+        tx.send(assign(&p, 1, Some(9))).await.unwrap();
+        tx.send(batch(&shared, &p, 2..3)).await.unwrap();
+        drop(tx);
+        assert_eq!(run.await.unwrap(), 0);
+        let health = shared.unhealthy.lock().unwrap().clone().unwrap_or_default();
+        assert!(
+            health.contains("checkpoint 9")
+                && health.contains("seek to offset 10 is at offset 2")
+                && health.contains("--source kafka --stream t --partition 0"),
+            "{health}"
+        );
     }
 
     /// Defect (item 13): a shutdown ran two full drains (the revocation's, then the final

@@ -3,8 +3,9 @@
 //! The consumer lives on its own thread (a `BaseConsumer` polled in a loop), so that the
 //! rebalance callback may block on the state registry and on the pipeline:
 //!
-//! - **assigned**: read each partition's checkpoint and start right after it (or at the
-//!   configured start for a partition never landed). Kafka's committed offsets are not
+//! - **assigned**: read each partition's checkpoint and start at it (its record is checked
+//!   against the one landed and skipped; or at the configured start for a partition never
+//!   landed). Kafka's committed offsets are not
 //!   trusted for this; they are only written afterwards, as an advisory copy for lag tools.
 //! - **revoked**: hand the records polled but not yet handed over to the pipeline, then the
 //!   partitions, which it lands and commits, and only then give them up.
@@ -21,7 +22,9 @@
 //! stays in the group.
 
 use super::kafka_headers::RawHeader;
-use super::{Acknowledge, Assignment, Chunk, Context, Epoch, Input, Running, Shared};
+use super::{
+    Acknowledge, Assignment, Chunk, Context, Epoch, Input, PipelineSetup, Running, Shared,
+};
 use crate::config::{KafkaConfig, SaslMechanism, StartFrom};
 use crate::secrets::SaslCredentials;
 use bronze::config::ConnectorConfig;
@@ -146,8 +149,10 @@ impl Ctx {
         }
     }
 
-    /// The offset to start a newly assigned partition at (right after its checkpoint), and
-    /// the checkpoint.
+    /// The offset to start a newly assigned partition at, and the checkpoint. A partition
+    /// with a checkpoint starts *at* it: its record is read once more so that the engine can
+    /// check it is the one landed there (a recreated topic whose new log reaches the
+    /// checkpoint is caught there, not skipped as landed), and the engine skips it.
     async fn start_offset(
         &self,
         topic: &str,
@@ -180,9 +185,9 @@ impl Ctx {
                 let last = KafkaOffset::parse(&c.cursor).map_err(|e| {
                     KafkaSourceError::Fatal(format!("{id}: stored checkpoint {:?}: {e}", c.cursor))
                 })?;
-                tracing::info!(partition = %id, checkpoint = %last, "assigned; resuming after the checkpoint");
+                tracing::info!(partition = %id, checkpoint = %last, "assigned; resuming at the checkpoint");
                 (
-                    Offset::Offset(i64::try_from(last.0).unwrap_or(i64::MAX - 1) + 1),
+                    Offset::Offset(i64::try_from(last.0).unwrap_or(i64::MAX)),
                     Some(last),
                 )
             }
@@ -226,7 +231,7 @@ impl Ctx {
                     assignments.push(Assignment {
                         partition: partition_id(topic, *partition),
                         epoch,
-                        start: checkpoint.map(|c| KafkaOffset(c.0.saturating_add(1))),
+                        start: checkpoint,
                         checkpoint,
                     });
                 }
@@ -516,7 +521,14 @@ pub struct KafkaSource {
 pub fn start(config: KafkaConfig, ctx: &Context) -> Running {
     let shared = Arc::new(Shared::default());
     let acks = Arc::new(KafkaAcks::default());
-    let (tx, pipeline) = ctx.pipeline(&shared, acks.clone(), lag, Default::default());
+    // librdkafka never delivers an offset below the one it fetches from, so an offset that
+    // goes back means the log was recreated or truncated (`auto.offset.reset` moved the
+    // position): the partition stops instead of skipping the new records as landed.
+    let setup = PipelineSetup {
+        rewinds_are_restarts: true,
+        ..Default::default()
+    };
+    let (tx, pipeline) = ctx.pipeline(&shared, acks.clone(), lag, setup);
     tracing::info!(kafka = %describe(&config), run_id = %ctx.run_id, "starting the Kafka consumer");
     let source = KafkaSource {
         config,

@@ -100,6 +100,9 @@ impl Context {
         if setup.interleaved {
             pipeline = pipeline.interleaved();
         }
+        if setup.rewinds_are_restarts {
+            pipeline = pipeline.rewinds_are_restarts();
+        }
         let (tx, rx) = mpsc::channel(setup.channel);
         (tx, tokio::spawn(pipeline.run(rx, self.drain_timeout())))
     }
@@ -112,6 +115,9 @@ pub struct PipelineSetup<'a> {
     pub concurrency: Option<&'a ConcurrencyConfig>,
     /// Land every stream in interleaved mode (Pulsar Key_Shared).
     pub interleaved: bool,
+    /// Cursors only move forward within an assignment, so going back is a restart (Kafka;
+    /// [`crate::pipeline::Pipeline::rewinds_are_restarts`]).
+    pub rewinds_are_restarts: bool,
     /// Inputs the channel holds before the source waits.
     pub channel: usize,
 }
@@ -121,6 +127,7 @@ impl Default for PipelineSetup<'_> {
         Self {
             concurrency: None,
             interleaved: false,
+            rewinds_are_restarts: false,
             channel: 16,
         }
     }
