@@ -450,13 +450,12 @@ pub fn client_config(kafka: &KafkaConfig, buffer_max_bytes: u64) -> ClientConfig
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
-        .set(
-            "auto.offset.reset",
-            match kafka.start_from {
-                StartFrom::Earliest => "earliest",
-                StartFrom::Latest => "latest",
-            },
-        )
+        // Only a position outside the log is reset: a partition without a checkpoint is
+        // positioned explicitly (`start_from`), one with a checkpoint at it. Resetting to the
+        // oldest record keeps what retention left (a position that retention passed resumes at
+        // the log start, reported as a gap; one beyond a recreated log's end goes back, which
+        // the pipeline refuses as a restart). "latest" would skip every record still there.
+        .set("auto.offset.reset", "earliest")
         .set(
             "topic.metadata.refresh.interval.ms",
             kafka.metadata_refresh_ms.to_string(),
@@ -841,6 +840,18 @@ mod tests {
         acks.committed(&id, &[at(5), at(9)]);
         acks.committed(&id, &[at(4)]);
         assert_eq!(acks.pending.lock().unwrap()[&("t".to_owned(), 3)], 10);
+    }
+
+    #[test]
+    fn a_position_outside_the_log_resets_to_its_start_whatever_start_from_says() {
+        for start in ["earliest", "latest"] {
+            let k: KafkaConfig = serde_yaml::from_str(&format!(
+                "{{bootstrap_servers: b:9092, group_id: g, topics: [t], start_from: {start}}}"
+            ))
+            .unwrap();
+            let config = client_config(&k, 64 << 20);
+            assert_eq!(config.get("auto.offset.reset"), Some("earliest"), "{start}");
+        }
     }
 
     #[test]
