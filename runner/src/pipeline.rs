@@ -171,6 +171,11 @@ pub enum Input<C> {
     /// The source is giving these partitions up (rebalance): land and commit what is
     /// buffered for them, forget them, then answer.
     Revoke(Vec<PartitionId>, oneshot::Sender<()>),
+    /// Like [`Input::Revoke`], for each partition only while its buffer is still of that
+    /// epoch: a revocation sent late (after the reader of an ended assignment stopped) must
+    /// not land and close the buffer of a newer assignment of the same partition, whose
+    /// records would then be dropped as stale while its reader goes on.
+    RevokeEpochs(Vec<(PartitionId, Epoch)>, oneshot::Sender<()>),
     /// The newest cursor each partition has (Kafka: the high watermark), for lag.
     HighWatermarks(Vec<(PartitionId, u64)>),
     /// The source is stopping: every drain from now on (revocations and the final one)
@@ -682,6 +687,17 @@ impl<C: Cursor, A: Acknowledge<C>> Pipeline<C, A> {
                     Some(Input::Records(chunk)) => self.push(chunk),
                     Some(Input::Revoke(partitions, ack)) => {
                         self.revoke(&partitions, drain_timeout).await;
+                        let _ = ack.send(());
+                    }
+                    Some(Input::RevokeEpochs(partitions, ack)) => {
+                        let current: Vec<PartitionId> = partitions
+                            .into_iter()
+                            .filter(|(id, epoch)| {
+                                self.buffers.get(id).is_some_and(|b| b.epoch == *epoch)
+                            })
+                            .map(|(id, _)| id)
+                            .collect();
+                        self.revoke(&current, drain_timeout).await;
                         let _ = ack.send(());
                     }
                     Some(Input::HighWatermarks(marks)) => {
@@ -1942,6 +1958,38 @@ mod tests {
                 && health.contains("streaming-connector reset"),
             "{health}"
         );
+    }
+
+    /// Defect (audit): the Kinesis source revokes a lost lease's partition only once its old
+    /// reader has stopped, and by then this runner may have taken the lease again. The late
+    /// revocation closed the new assignment's buffer, and everything its reader delivered
+    /// afterwards was dropped as stale: the shard stalled without an error.
+    #[tokio::test]
+    async fn a_late_revocation_of_an_ended_assignment_leaves_the_next_one_alone() {
+        let faults = bronze::memory::Faults::new();
+        let (pipeline, state, shared, _acks) =
+            memory_pipeline(&faults, limits(1000, 1 << 20, 60_000));
+        let (tx, rx) = mpsc::channel(8);
+        let run = tokio::spawn(pipeline.run(rx, Duration::from_secs(30)));
+        let p = PartitionId::new(Source::Kafka, "t", "0");
+        tx.send(assign(&p, 1, None)).await.unwrap();
+        tx.send(chunk(&shared, &p, 1, 0..5)).await.unwrap();
+        // The lease is lost and taken again: epoch 2 reads from the checkpoint (none).
+        tx.send(assign(&p, 2, None)).await.unwrap();
+        tx.send(chunk(&shared, &p, 2, 0..10)).await.unwrap();
+        // The revocation of epoch 1 arrives now.
+        let (ack, done) = oneshot::channel();
+        tx.send(Input::RevokeEpochs(vec![(p.clone(), Epoch(1))], ack))
+            .await
+            .unwrap();
+        done.await.unwrap();
+        tx.send(chunk(&shared, &p, 2, 10..20)).await.unwrap();
+        drop(tx);
+        assert_eq!(run.await.unwrap(), 0);
+        let log = state.commit_log(&p).await.unwrap();
+        assert_eq!(log.iter().map(|e| e.records).sum::<u64>(), 20, "{log:?}");
+        assert_eq!(shared.stale_records.load(Ordering::Relaxed), 0);
+        assert_eq!(shared.buffered.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

@@ -481,6 +481,8 @@ impl Acknowledge<KinesisCursor> for NoAcks {
 #[derive(Debug)]
 struct Held {
     lease: Lease,
+    /// The epoch of the assignment the reader runs under.
+    epoch: Epoch,
     cancel: Arc<AtomicBool>,
     reader: Option<JoinHandle<ReaderEnd>>,
     /// Set when the reader drained the shard: the last record it received.
@@ -801,6 +803,7 @@ impl Coordinator {
             id,
             Held {
                 lease,
+                epoch,
                 cancel,
                 reader: Some(reader),
                 drained: None,
@@ -820,8 +823,14 @@ impl Coordinator {
                 if let Some(reader) = held.reader {
                     let _ = reader.await;
                 }
+                // By now this runner may hold the lease again, under a newer epoch: only this
+                // assignment's buffer is revoked.
                 let (ack, done) = oneshot::channel();
-                if tx.send(Input::Revoke(vec![id], ack)).await.is_ok() {
+                if tx
+                    .send(Input::RevokeEpochs(vec![(id, held.epoch)], ack))
+                    .await
+                    .is_ok()
+                {
                     let _ = done.await;
                 }
             });
