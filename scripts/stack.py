@@ -163,6 +163,10 @@ def inspect():
             print(f"positions  {pk:<40} last={item.get('last_position', {}).get('N', '-')} "
                   f"reset_floor={item.get('reset_floor', {}).get('N', '0')}")
             continue
+        if item["sk"]["S"] == "start":
+            # A `start_from: latest` start position, recorded before the first commit.
+            print(f"start      {pk:<40} {item.get('start', {}).get('S', '-')}")
+            continue
         kind = "checkpoint" if item["sk"]["S"] == "checkpoint" else "commit    "
         position = item.get("position", {}).get("N")
         print(f"{kind} {pk:<40} first={cursor_text(pk, item['first']['S'])} "

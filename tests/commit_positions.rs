@@ -95,3 +95,49 @@ async fn concurrent_commits_take_dense_positions_in_commit_order() {
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].position, Some(10));
 }
+
+/// `start_from: latest` is resolved once per partition: the first reader's position is
+/// recorded atomically and every later reader gets it back; it is not a landed partition, and
+/// a reset forgets it with the rest.
+#[tokio::test]
+async fn a_latest_start_is_claimed_once_and_forgotten_by_a_reset() {
+    let stack = Stack::new().await.unwrap();
+    let state = stack.state();
+    let id = PartitionId::new(Source::Kafka, "orders", "3");
+    let claims: Vec<_> = ["00000000000000000042", "00000000000000000077"]
+        .into_iter()
+        .map(|proposed| {
+            let state = state.clone();
+            let id = id.clone();
+            tokio::spawn(async move { state.claim_start(&id, proposed).await })
+        })
+        .collect();
+    let mut got = BTreeSet::new();
+    for c in claims {
+        got.insert(c.await.unwrap().unwrap());
+    }
+    assert_eq!(
+        got.len(),
+        1,
+        "concurrent claims agree on one start: {got:?}"
+    );
+    let first = got.into_iter().next().unwrap();
+    assert_eq!(
+        state
+            .claim_start(&id, "00000000000000000099")
+            .await
+            .unwrap(),
+        first
+    );
+    assert!(!state.partitions().await.unwrap().contains(&id));
+    assert!(!state.logged_partitions().await.unwrap().contains(&id));
+    assert!(state.checkpoint(&id).await.unwrap().is_none());
+    assert_eq!(state.forget_partition(&id).await.unwrap(), 1);
+    assert_eq!(
+        state
+            .claim_start(&id, "00000000000000000099")
+            .await
+            .unwrap(),
+        "00000000000000000099"
+    );
+}

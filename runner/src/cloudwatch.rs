@@ -57,6 +57,7 @@ impl MetricsWindow {
                         undecodable_aggregates: total
                             .undecodable_aggregates
                             .saturating_sub(before.undecodable_aggregates),
+                        shards_trimmed: total.shards_trimmed.saturating_sub(before.shards_trimmed),
                         lag_ms: lags.remove(&key),
                     },
                     retries,
@@ -87,6 +88,16 @@ pub fn datums(point: &WindowPoint, timestamp: std::time::SystemTime) -> Vec<Metr
         ("Skipped", m.skipped as f64, StandardUnit::Count),
         ("DeadLetters", m.dead_letters as f64, StandardUnit::Count),
         ("Errors", m.errors as f64, StandardUnit::Count),
+        (
+            "CursorRestarts",
+            m.cursor_restarts as f64,
+            StandardUnit::Count,
+        ),
+        (
+            "ShardsTrimmed",
+            m.shards_trimmed as f64,
+            StandardUnit::Count,
+        ),
         ("Retries", point.retries as f64, StandardUnit::Count),
     ];
     if let Some(lag) = m.lag_ms {

@@ -74,7 +74,9 @@ pub enum StartFrom {
     /// The oldest retained record (the default: Bronze keeps everything).
     #[default]
     Earliest,
-    /// Only records produced after the partition is first assigned.
+    /// Only records produced after the partition is first assigned: its high watermark
+    /// then, recorded in the state table by the first runner that reads it, so that later
+    /// owners (a rebalance, a restart before its first commit) start at the same offset.
     Latest,
 }
 
@@ -240,7 +242,9 @@ pub enum KinesisStart {
     /// The oldest record in the shard (the default: Bronze keeps everything).
     #[default]
     TrimHorizon,
-    /// Only records written after the shard is first leased.
+    /// Only records written after the shard is first leased: that time, recorded in the
+    /// state table by the first runner that leases it, and read AT_TIMESTAMP by every later
+    /// owner and renewed iterator.
     Latest,
     /// Records from `start_timestamp_ms` on.
     AtTimestamp,

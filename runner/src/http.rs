@@ -46,7 +46,7 @@ pub struct Endpoints {
 pub fn render(endpoints: &Endpoints) -> String {
     let mut registry = Registry::with_prefix("bronze");
     type Read = fn(&bronze::telemetry::StreamMetrics) -> u64;
-    let counters: [(&str, &str, Read); 5] = [
+    let counters: [(&str, &str, Read); 7] = [
         ("messages", "Records landed and committed", |m| m.messages),
         ("bytes", "Payload bytes landed and committed", |m| m.bytes),
         ("skipped", "Records skipped as already landed", |m| {
@@ -60,6 +60,16 @@ pub fn render(endpoints: &Endpoints) -> String {
         ("errors", "Partition landings that failed (retried)", |m| {
             m.errors
         }),
+        (
+            "cursor_restarts",
+            "Deliveries refused because the source's cursors restarted below the checkpoint",
+            |m| m.cursor_restarts,
+        ),
+        (
+            "shards_trimmed",
+            "Kinesis shards trimmed from the stream before they were read to their end",
+            |m| m.shards_trimmed,
+        ),
     ];
     for (name, help, get) in counters {
         let family = Family::<StreamLabels, Counter>::default();

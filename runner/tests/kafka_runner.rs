@@ -221,3 +221,65 @@ async fn pattern_subscription_picks_up_a_new_topic_without_restart() {
         "{out}"
     );
 }
+
+/// Defect (audit): with `start_from: latest` every assignment of a partition without a
+/// checkpoint sought to the end of the log, so records produced after the first runner was
+/// assigned but before the partition's first commit were skipped when it changed owner (a
+/// rebalance, a restart). Now the high watermark at the first assignment is recorded in the
+/// state table and every later owner starts there.
+#[tokio::test(flavor = "multi_thread")]
+async fn latest_is_resolved_once_and_survives_a_change_of_owner() {
+    let stack = Stack::new().await.unwrap();
+    let broker = Tansu::start().unwrap();
+    let t = topic("late");
+    broker.create_topic(&t, 2).await.unwrap();
+    // Before any runner: not landed under `latest`.
+    broker.produce(&t, 2, 0, 100).await.unwrap();
+    let config = connector_yaml(
+        &kafka_runner(&broker.bootstrap, &topic("g"), &t, "").replace(
+            "    metadata_refresh_ms: 1000",
+            "    metadata_refresh_ms: 1000\n    start_from: latest",
+        ),
+    );
+    let mut first = RunnerProc::run(&stack, &config).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while first
+        .log()
+        .matches("start position (start_from: latest)")
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", first.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Stopped before its first commit: nothing new was produced.
+    assert!(first.terminate(Duration::from_secs(30)).unwrap().success());
+    // Produced while no runner reads: the next owner must land all of it.
+    broker.produce(&t, 2, 100, 300).await.unwrap();
+    let second = RunnerProc::run(&stack, &config).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let seen = loop {
+        let mut seen = Vec::new();
+        for p in 0..2 {
+            for line in stack
+                .committed_lines(bronze::record::Source::Kafka, &t, &p.to_string())
+                .await
+            {
+                seen.push(line["payload"]["n"].as_u64().unwrap());
+            }
+        }
+        if seen.len() >= 300 || std::time::Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let log = second.log();
+    drop(second);
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (100..400).collect::<Vec<u64>>(),
+        "exactly the records produced after the first assignment, once each; second runner:\n{log}"
+    );
+}

@@ -466,3 +466,127 @@ async fn a_dynamodb_outage_longer_than_the_sdk_retries_is_survived_without_loss(
     );
     assert_exactly_once(&stack, &stream, &want, 2_000).await;
 }
+
+/// Defect (audit): an unfinished lease of a shard the stream no longer has (trimmed after the
+/// retention period while another consumer read the stream) made GetShardIterator answer
+/// ResourceNotFoundException, which stopped the runner; the next runner took the lease and
+/// stopped in turn, and the shard's children were never read. Now the shard is reported,
+/// counted and finished, and its children are read. moto cannot trim a shard: the trimmed
+/// parent is a lease seeded for a shard id the stream never had.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unfinished_lease_of_a_trimmed_shard_is_reported_and_its_children_read() {
+    let stack = Stack::new().await.unwrap();
+    let client = Client::new(&stack.sdk);
+    let stream = unique("kin-trimmed");
+    create_stream(&client, &stream, 2).await;
+    produce(&client, &stream, &plan(0, 1_000, 13, 3, 10)).await;
+    let (gone, unleased) = ("shardId-000000009998", "shardId-000000009999");
+    let store = streaming_connector::leases::LeaseStore::new(&stack.sdk, &stack.table);
+    // Seeded before the runner's discovery, which keeps the leases it finds.
+    store.create(&stream, gone, &[]).await.unwrap();
+    store
+        .create(&stream, "shardId-000000000000", &[gone.to_owned()])
+        .await
+        .unwrap();
+    // A parent neither leased nor listed holds nothing back.
+    store
+        .create(&stream, "shardId-000000000001", &[unleased.to_owned()])
+        .await
+        .unwrap();
+    let config = connector_yaml(&runner_section(&stream, ""));
+    let mut runner = RunnerProc::run(&stack, &config).unwrap();
+    let want = wait_landed(
+        &stack,
+        &client,
+        &stream,
+        Duration::from_secs(120),
+        &[&runner],
+    )
+    .await;
+    assert!(runner.exited().unwrap().is_none(), "{}", runner.log());
+    let (_, metrics) = get(&runner.http_address().unwrap(), "/metrics");
+    assert_eq!(
+        metric(&metrics, "bronze_shards_trimmed_total"),
+        1,
+        "{metrics}"
+    );
+    assert!(runner.terminate(Duration::from_secs(30)).unwrap().success());
+    let log = runner.log();
+    assert!(
+        log.contains("shard trimmed from the stream before it was read to its end")
+            && log.contains(gone),
+        "{log}"
+    );
+    assert_exactly_once(&stack, &stream, &want, 1_000).await;
+    let held = leases(&stack, &stream).await;
+    assert!(
+        held.iter()
+            .any(|l| l.shard == gone && l.finished && l.owner.is_none()),
+        "{held:?}"
+    );
+}
+
+/// Defect (audit): with `start_from: latest` a shard without a checkpoint was read from
+/// LATEST by every new owner and every renewed iterator, so records written after the first
+/// runner started but before the shard's first commit were skipped when the lease moved (a
+/// restart, a stolen lease). Now the start is resolved once, recorded in the state table, and
+/// read AT_TIMESTAMP by later owners: records from before the first lease are not landed,
+/// every record after it is, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn latest_is_resolved_once_and_survives_a_change_of_owner() {
+    let stack = Stack::new().await.unwrap();
+    let client = Client::new(&stack.sdk);
+    let stream = unique("kin-latest");
+    create_stream(&client, &stream, 2).await;
+    // Before any runner: not landed under `latest`.
+    produce(&client, &stream, &plan(0, 500, 17, 0, 1)).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let config = connector_yaml(&runner_section(&stream, "").replace(
+        "    poll_interval_ms: 200",
+        "    poll_interval_ms: 200\n    start_from: latest",
+    ));
+    let mut first = RunnerProc::run(&stack, &config).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first
+        .log()
+        .matches("start position (start_from: latest)")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "{}", first.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Stopped before its first commit: it read nothing new.
+    assert!(first.terminate(Duration::from_secs(30)).unwrap().success());
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    // Written while no runner reads: the next owner must land all of it.
+    produce(&client, &stream, &plan(500, 2_000, 17, 3, 10)).await;
+    let second = RunnerProc::run(&stack, &config).unwrap();
+    let shard_ids: Vec<String> = shards(&client, &stream)
+        .await
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let seen = loop {
+        let mut seen = Vec::new();
+        for shard in &shard_ids {
+            for line in stack.committed_lines(Source::Kinesis, &stream, shard).await {
+                seen.push(line["payload"]["n"].as_u64().unwrap());
+            }
+        }
+        if seen.len() >= 2_000 || Instant::now() > deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let log = second.log();
+    drop(second);
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (500..2_500).collect::<Vec<u64>>(),
+        "exactly the records written after the first lease, once each; second runner:\n{log}"
+    );
+}

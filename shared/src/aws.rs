@@ -14,7 +14,7 @@ use crate::record::PartitionId;
 use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
@@ -411,7 +411,8 @@ impl ObjectStore for S3ObjectStore {
 }
 
 /// The state registry table: `pk` (S, `source#stream#partition`) and `sk` (S): `checkpoint`
-/// for the checkpoint item, `log#<first sortable cursor>` for commit-log items.
+/// for the checkpoint item, `log#<first sortable cursor>` for commit-log items, `positions`
+/// for the commit log's positions and `start` for a `start_from: latest` start position.
 #[derive(Debug, Clone)]
 pub struct DynamoStateStore {
     client: aws_sdk_dynamodb::Client,
@@ -423,6 +424,10 @@ const CHECKPOINT_SK: &str = "checkpoint";
 /// The item holding a partition's [`LogPositions`] (attributes `last_position`,
 /// `reset_floor`).
 const POSITIONS_SK: &str = "positions";
+
+/// The item holding a partition's start position for `start_from: latest` (attribute
+/// `start`; [`StateStore::claim_start`]).
+const START_SK: &str = "start";
 
 /// Commits that lose the position race this many times in a row fail as transient (only
 /// concurrent interleaved lanes of one shard race for it).
@@ -964,6 +969,39 @@ impl StateStore for DynamoStateStore {
             }
         }
         Ok(deleted)
+    }
+
+    async fn claim_start(
+        &self,
+        partition: &PartitionId,
+        proposed: &str,
+    ) -> Result<String, PortError> {
+        let target = self.target(partition);
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(partition.state_key()))
+            .key("sk", s(START_SK))
+            .update_expression("SET #start = if_not_exists(#start, :start)")
+            .expression_attribute_names("#start", "start")
+            .expression_attribute_values(":start", s(proposed))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| classify("dynamodb:UpdateItem", &target, &e))?;
+        out.attributes()
+            .and_then(|a| a.get("start"))
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .ok_or_else(|| PortError::Permanent {
+                operation: "dynamodb:UpdateItem",
+                target,
+                message: format!(
+                    "table {}: the start item of {partition} has no string attribute `start`",
+                    self.table
+                ),
+            })
     }
 
     async fn log_positions(

@@ -1142,6 +1142,9 @@ mod tests {
         async fn logged_partitions(&self) -> Result<Vec<PartitionId>, PortError> {
             self.inner.logged_partitions().await
         }
+        async fn claim_start(&self, p: &PartitionId, proposed: &str) -> Result<String, PortError> {
+            self.inner.claim_start(p, proposed).await
+        }
     }
 
     #[tokio::test]

@@ -184,6 +184,8 @@ struct PartitionState {
     checkpoint: Option<Checkpoint>,
     log: BTreeMap<String, CommitEntry>,
     positions: Option<LogPositions>,
+    /// The `start_from: latest` start position ([`StateStore::claim_start`]).
+    start: Option<String>,
 }
 
 impl PartitionState {
@@ -324,9 +326,12 @@ impl StateStore for MemoryStateStore {
             let Some(state) = partitions.get_mut(&partition.state_key()) else {
                 return Ok(0);
             };
-            let removed = state.log.len() as u64 + u64::from(state.checkpoint.is_some());
+            let removed = state.log.len() as u64
+                + u64::from(state.checkpoint.is_some())
+                + u64::from(state.start.is_some());
             state.log.clear();
             state.checkpoint = None;
+            state.start = None;
             if let Some(p) = state.positions.as_mut() {
                 p.reset_floor = p.last;
             }
@@ -345,6 +350,21 @@ impl StateStore for MemoryStateStore {
                 .expect("state lock")
                 .get(&partition.state_key())
                 .and_then(|p| p.positions))
+        })
+    }
+
+    async fn claim_start(
+        &self,
+        partition: &PartitionId,
+        proposed: &str,
+    ) -> Result<String, PortError> {
+        self.faults.run("dynamodb:UpdateItem", || {
+            let mut partitions = self.partitions.lock().expect("state lock");
+            let state = partitions.entry(partition.state_key()).or_default();
+            Ok(state
+                .start
+                .get_or_insert_with(|| proposed.to_owned())
+                .clone())
         })
     }
 
@@ -394,5 +414,30 @@ impl DeadLetterQueue for MemoryDlq {
                 .push((dedup_id.to_owned(), body.to_owned()));
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Source;
+
+    #[tokio::test]
+    async fn a_start_is_claimed_once_and_a_reset_forgets_it() {
+        let state = MemoryStateStore::new(Faults::new());
+        let p = PartitionId::new(Source::Kafka, "t", "0");
+        assert_eq!(state.claim_start(&p, "7").await.unwrap(), "7");
+        assert_eq!(
+            state.claim_start(&p, "9").await.unwrap(),
+            "7",
+            "a later reader starts where the first one did"
+        );
+        assert!(
+            state.partitions().await.unwrap().is_empty()
+                && state.logged_partitions().await.unwrap().is_empty(),
+            "a start position is not a landed partition"
+        );
+        assert_eq!(state.forget_partition(&p).await.unwrap(), 1);
+        assert_eq!(state.claim_start(&p, "9").await.unwrap(), "9");
     }
 }

@@ -211,6 +211,19 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// plus partitions landed only in interleaved mode (which have no checkpoint) and
     /// partitions reset since. For publishers, which must see every commit.
     async fn logged_partitions(&self) -> Result<Vec<PartitionId>, PortError>;
+    /// The start position of a partition that has no checkpoint yet and starts at the
+    /// source's end (`start_from: latest`): `proposed` when none is recorded (it is recorded,
+    /// atomically), else the one recorded first. So `latest` is resolved once per partition,
+    /// when it is first read, and every later reader (after a rebalance, a restart, a lost
+    /// lease, an expired iterator) starts there instead of at a newer end, which would skip
+    /// what arrived in between. Opaque to the store: the runner's sources define it (Kafka: a
+    /// sortable offset; Kinesis: ms since the epoch). [`StateStore::forget_partition`]
+    /// deletes it.
+    async fn claim_start(
+        &self,
+        partition: &PartitionId,
+        proposed: &str,
+    ) -> Result<String, PortError>;
 }
 
 /// The dead-letter queue.

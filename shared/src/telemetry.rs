@@ -29,6 +29,9 @@ pub struct StreamMetrics {
     pub cursor_restarts: u64,
     /// Kinesis records with the KPL magic bytes that could not be deaggregated (landed whole).
     pub undecodable_aggregates: u64,
+    /// Kinesis shards that left the stream (trimmed after the retention period) before they
+    /// were read to their end: records after their checkpoint, if any, were lost upstream.
+    pub shards_trimmed: u64,
     /// Lag in ms: Kinesis iterator age, Kafka age of the newest record (max seen).
     pub lag_ms: Option<i64>,
 }
@@ -114,6 +117,7 @@ pub fn emf_document(
         serde_json::json!({"Name": "Errors", "Unit": "Count"}),
         serde_json::json!({"Name": "CursorRestarts", "Unit": "Count"}),
         serde_json::json!({"Name": "UndecodableAggregates", "Unit": "Count"}),
+        serde_json::json!({"Name": "ShardsTrimmed", "Unit": "Count"}),
         serde_json::json!({"Name": "Retries", "Unit": "Count"}),
     ];
     let mut doc = serde_json::json!({
@@ -126,6 +130,7 @@ pub fn emf_document(
         "Errors": m.errors,
         "CursorRestarts": m.cursor_restarts,
         "UndecodableAggregates": m.undecodable_aggregates,
+        "ShardsTrimmed": m.shards_trimmed,
         "Retries": retries,
     });
     if let Some(lag) = m.lag_ms {
@@ -353,6 +358,47 @@ impl AggregateUndecodable<'_> {
             "record has the KPL magic bytes but does not deaggregate: landing it whole"
         );
         metrics.update(self.partition, |m| m.undecodable_aggregates += 1);
+    }
+}
+
+/// A Kinesis shard with an unfinished lease is no longer in the stream: it was trimmed after
+/// the retention period before anyone read it to its end. Its lease is finished so that its
+/// children are read; what it held after the checkpoint cannot be read by anyone any more.
+#[derive(Debug)]
+pub struct ShardTrimmed<'a> {
+    /// The shard.
+    pub partition: &'a PartitionId,
+    /// Its checkpoint (display form), if any: the last record landed from it.
+    pub checkpoint: Option<&'a str>,
+    /// Whether a child of the shard has a checkpoint: the other consumer of the stream (the
+    /// Lambda event source mapping reads a parent to its end before its children) finished
+    /// the shard, so nothing was lost.
+    pub read_by_another_consumer: bool,
+    /// What Kinesis answered.
+    pub refusal: &'a str,
+    /// The run id.
+    pub run_id: &'a str,
+}
+
+impl ShardTrimmed<'_> {
+    /// Logs the event; counts it when records may have been lost.
+    pub fn emit(&self, metrics: &Metrics) {
+        if self.read_by_another_consumer {
+            tracing::warn!(
+                source = %self.partition.source, stream = %self.partition.stream,
+                partition = %self.partition.partition, checkpoint = self.checkpoint,
+                refusal = self.refusal, run_id = self.run_id,
+                "shard trimmed from the stream; a child of it has a checkpoint, so it was read to its end by the stream's other consumer: finishing its lease"
+            );
+            return;
+        }
+        tracing::error!(
+            source = %self.partition.source, stream = %self.partition.stream,
+            partition = %self.partition.partition, checkpoint = self.checkpoint,
+            refusal = self.refusal, run_id = self.run_id,
+            "shard trimmed from the stream before it was read to its end: records after the checkpoint, if there were any, are lost upstream; finishing its lease so that its children are read"
+        );
+        metrics.update(self.partition, |m| m.shards_trimmed += 1);
     }
 }
 

@@ -140,6 +140,29 @@ impl std::fmt::Debug for Ctx {
 /// Checkpoint reads in flight at once when partitions are assigned.
 const CHECKPOINT_READS: usize = 16;
 
+/// A state-table call made while partitions are assigned, retried while it fails
+/// transiently (8 attempts with backoff), then fatal.
+async fn retried<T, F, Fut>(id: &PartitionId, what: &str, call: F) -> Result<T, KafkaSourceError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, bronze::ports::PortError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() && attempt < 8 => {
+                attempt += 1;
+                tracing::warn!(partition = %id, error = %e, attempt, "{what} failed; retrying");
+                tokio::time::sleep(crate::pipeline::backoff(attempt, false)).await;
+            }
+            Err(e) => {
+                return Err(KafkaSourceError::Fatal(format!("{id}: {what} failed: {e}")));
+            }
+        }
+    }
+}
+
 impl Ctx {
     fn fail(&self, error: KafkaSourceError) {
         tracing::error!(error = %error, "Kafka consumer cannot go on");
@@ -149,57 +172,71 @@ impl Ctx {
         }
     }
 
-    /// The offset to start a newly assigned partition at, and the checkpoint. A partition
-    /// with a checkpoint starts *at* it: its record is read once more so that the engine can
-    /// check it is the one landed there (a recreated topic whose new log reaches the
-    /// checkpoint is caught there, not skipped as landed), and the engine skips it.
+    /// Where a newly assigned partition starts: the offset to seek to, the checkpoint, and
+    /// the first offset the partition should deliver (for the pipeline's checks). A
+    /// partition with a checkpoint starts *at* it: its record is read once more so that the
+    /// engine can check it is the one landed there (a recreated topic whose new log reaches
+    /// the checkpoint is caught there, not skipped as landed), and the engine skips it. A
+    /// partition without one starts at its beginning (`start_from: earliest`) or at the start
+    /// position recorded for it (`latest`: the high watermark when it was first assigned,
+    /// recorded in the state table by the first runner that read it, so that a rebalance or a
+    /// restart before its first commit skips nothing).
     async fn start_offset(
         &self,
+        consumer: &BaseConsumer<Ctx>,
         topic: &str,
         partition: i32,
-    ) -> Result<(Offset, Option<KafkaOffset>), KafkaSourceError> {
+    ) -> Result<(Offset, Option<KafkaOffset>, Option<KafkaOffset>), KafkaSourceError> {
         let id = partition_id(topic, partition);
         if self.connector.stream(Source::Kafka, topic).is_none() {
             return Err(KafkaSourceError::Fatal(format!(
                 "{id}: topic is not listed in the connector file and streams.allow_unlisted is false"
             )));
         }
-        let mut attempt = 0u32;
-        let checkpoint = loop {
-            match self.state.checkpoint(&id).await {
-                Ok(c) => break c,
-                Err(e) if e.is_transient() && attempt < 8 => {
-                    attempt += 1;
-                    tracing::warn!(partition = %id, error = %e, attempt, "checkpoint read failed; retrying");
-                    tokio::time::sleep(crate::pipeline::backoff(attempt, false)).await;
-                }
-                Err(e) => {
-                    return Err(KafkaSourceError::Fatal(format!(
-                        "{id}: cannot read the checkpoint: {e}"
-                    )));
-                }
+        let checkpoint = retried(&id, "checkpoint read", || self.state.checkpoint(&id)).await?;
+        if let Some(c) = checkpoint {
+            let last = KafkaOffset::parse(&c.cursor).map_err(|e| {
+                KafkaSourceError::Fatal(format!("{id}: stored checkpoint {:?}: {e}", c.cursor))
+            })?;
+            tracing::info!(partition = %id, checkpoint = %last, "assigned; resuming at the checkpoint");
+            let offset = Offset::Offset(i64::try_from(last.0).unwrap_or(i64::MAX));
+            return Ok((offset, Some(last), Some(last)));
+        }
+        match self.start_from {
+            StartFrom::Earliest => {
+                tracing::info!(partition = %id, "assigned; no checkpoint yet: reading from the beginning");
+                Ok((Offset::Beginning, None, None))
             }
-        };
-        Ok(match checkpoint {
-            Some(c) => {
-                let last = KafkaOffset::parse(&c.cursor).map_err(|e| {
-                    KafkaSourceError::Fatal(format!("{id}: stored checkpoint {:?}: {e}", c.cursor))
-                })?;
-                tracing::info!(partition = %id, checkpoint = %last, "assigned; resuming at the checkpoint");
-                (
-                    Offset::Offset(i64::try_from(last.0).unwrap_or(i64::MAX)),
-                    Some(last),
-                )
-            }
-            None => {
-                tracing::info!(partition = %id, start_from = ?self.start_from, "assigned; no checkpoint yet");
-                let offset = match self.start_from {
-                    StartFrom::Earliest => Offset::Beginning,
-                    StartFrom::Latest => Offset::End,
+            StartFrom::Latest => {
+                let mut attempt = 0u32;
+                let high = loop {
+                    match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+                        Ok((_, high)) => break high.max(0) as u64,
+                        Err(e) if attempt < 4 => {
+                            attempt += 1;
+                            tracing::warn!(partition = %id, error = %e, attempt, "reading the high watermark failed; retrying");
+                            tokio::time::sleep(crate::pipeline::backoff(attempt, false)).await;
+                        }
+                        Err(e) => {
+                            return Err(KafkaSourceError::Fatal(format!(
+                                "{id}: cannot read the high watermark for start_from: latest: {e}"
+                            )));
+                        }
+                    }
                 };
-                (offset, None)
+                let proposed = KafkaOffset(high).sortable();
+                let stored = retried(&id, "start position claim", || {
+                    self.state.claim_start(&id, &proposed)
+                })
+                .await?;
+                let start = KafkaOffset::parse(&stored).map_err(|e| {
+                    KafkaSourceError::Fatal(format!("{id}: stored start position {stored:?}: {e}"))
+                })?;
+                tracing::info!(partition = %id, start = %start, high_watermark = high, "assigned; no checkpoint yet: start position (start_from: latest)");
+                let offset = Offset::Offset(i64::try_from(start.0).unwrap_or(i64::MAX));
+                Ok((offset, None, Some(start)))
             }
-        })
+        }
     }
 
     fn on_assign(&self, consumer: &BaseConsumer<Ctx>, tpl: &mut TopicPartitionList) {
@@ -211,15 +248,19 @@ impl Ctx {
         // One consistent read per partition, several at a time: a large assignment must not
         // wait for hundreds of round trips in a row inside the rebalance.
         let offsets: Vec<_> = self.runtime.block_on(
-            futures::stream::iter(elements.iter().map(|(t, p)| self.start_offset(t, *p)))
-                .buffered(CHECKPOINT_READS)
-                .collect(),
+            futures::stream::iter(
+                elements
+                    .iter()
+                    .map(|(t, p)| self.start_offset(consumer, t, *p)),
+            )
+            .buffered(CHECKPOINT_READS)
+            .collect(),
         );
         let mut assignments = Vec::new();
         let mut epochs = Vec::new();
         for ((topic, partition), offset) in elements.iter().zip(offsets) {
             match offset {
-                Ok((offset, checkpoint)) => {
+                Ok((offset, checkpoint, start)) => {
                     if let Err(e) = tpl.set_partition_offset(topic, *partition, offset) {
                         self.fail(KafkaSourceError::Fatal(format!(
                             "{topic}/{partition}: cannot set the start offset: {e}"
@@ -231,7 +272,7 @@ impl Ctx {
                     assignments.push(Assignment {
                         partition: partition_id(topic, *partition),
                         epoch,
-                        start: checkpoint,
+                        start,
                         checkpoint,
                     });
                 }

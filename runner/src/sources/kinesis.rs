@@ -25,7 +25,9 @@
 //!   checkpoint when nothing was received: AFTER_SEQUENCE_NUMBER of a plain record,
 //!   AT_SEQUENCE_NUMBER of an aggregate a user record of which is the checkpoint (the user
 //!   records at or below it are dropped before landing). A shard without a checkpoint starts
-//!   at `start_from`. `MillisBehindLatest` is the partition's lag: the
+//!   at `start_from`; `latest` is resolved once per shard, to the time it was first leased
+//!   (recorded in the state table, read AT_TIMESTAMP), so a renewed iterator or a later owner
+//!   skips nothing that arrived meanwhile. `MillisBehindLatest` is the partition's lag: the
 //!   `bronze_consumer_lag_milliseconds` gauge, and the concurrency ceiling's demand signal
 //!   (one permit per `concurrency.lag_ms_per_permit`).
 //! - **Shutdown**: readers stop, the pipeline lands and commits what it holds, leases are
@@ -205,7 +207,13 @@ pub fn iterator_request(
         Position::Checkpoint(None) if has_parents => (ShardIteratorType::TrimHorizon, None, None),
         Position::Checkpoint(None) => match start_from {
             KinesisStart::TrimHorizon => (ShardIteratorType::TrimHorizon, None, None),
-            KinesisStart::Latest => (ShardIteratorType::Latest, None, None),
+            // The start position recorded when the shard was first leased (see
+            // `Coordinator::start_reader`): renewals and later owners start there, not at a
+            // newer end.
+            KinesisStart::Latest => match start_timestamp_ms {
+                Some(ms) => (ShardIteratorType::AtTimestamp, None, Some(ms)),
+                None => (ShardIteratorType::Latest, None, None),
+            },
             KinesisStart::AtTimestamp => (ShardIteratorType::AtTimestamp, None, start_timestamp_ms),
         },
     }
@@ -231,6 +239,9 @@ enum ReaderEnd {
     Cancelled,
     /// The runner cannot go on (access denied, stream gone).
     Fatal(String),
+    /// Kinesis does not know the shard (ResourceNotFoundException): trimmed from the stream,
+    /// or the stream is gone. The coordinator asks ListShards which.
+    Gone(String),
 }
 
 /// What the readers and the coordinator share.
@@ -269,6 +280,8 @@ enum Failure {
     Expired,
     /// Stop the runner.
     Fatal(String),
+    /// ResourceNotFoundException: the shard or the stream does not exist.
+    Gone(String),
 }
 
 fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
@@ -288,9 +301,11 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
         | "KMSAccessDeniedException"
         | "KMSDisabledException"
         | "KMSNotFoundException"
-        | "ResourceNotFoundException"
         | "InvalidArgumentException"
         | "UnrecognizedClientException" => Failure::Fatal(format!(
+            "kinesis:{action} on stream {stream} shard {shard} refused ({code}): {text}"
+        )),
+        "ResourceNotFoundException" => Failure::Gone(format!(
             "kinesis:{action} on stream {stream} shard {shard} refused ({code}): {text}"
         )),
         _ => Failure::Retry(text),
@@ -303,6 +318,7 @@ async fn read_shard(
     lease: Lease,
     epoch: Epoch,
     checkpoint: Option<KinesisCursor>,
+    start_timestamp_ms: Option<i64>,
     cancel: Arc<AtomicBool>,
 ) -> ReaderEnd {
     let id = partition_id(&lease.stream, &lease.shard);
@@ -338,7 +354,7 @@ async fn read_shard(
                 let (kind, sequence, at) = iterator_request(
                     &position,
                     ctx.config.start_from,
-                    ctx.config.start_timestamp_ms,
+                    start_timestamp_ms,
                     !lease.parents.is_empty(),
                 );
                 tracing::info!(stream, shard, kind = %kind.as_str(), sequence = ?sequence, "shard iterator");
@@ -359,6 +375,7 @@ async fn read_shard(
                     },
                     Err(e) => match classify(e, "GetShardIterator", stream, shard) {
                         Failure::Fatal(m) => return ReaderEnd::Fatal(m),
+                        Failure::Gone(m) => return ReaderEnd::Gone(m),
                         Failure::Retry(m) => {
                             throttled += 1;
                             let wait = crate::pipeline::backoff(throttled, false);
@@ -395,6 +412,7 @@ async fn read_shard(
                     continue;
                 }
                 Failure::Fatal(m) => return ReaderEnd::Fatal(m),
+                Failure::Gone(m) => return ReaderEnd::Gone(m),
                 Failure::Retry(m) => {
                     throttled += 1;
                     let wait = crate::pipeline::backoff(throttled, false);
@@ -622,6 +640,7 @@ impl Coordinator {
     /// One heartbeat: reap readers, finish drained shards, renew, balance.
     async fn heartbeat(&mut self) -> anyhow::Result<()> {
         // Readers that ended.
+        let mut gone = Vec::new();
         for (id, held) in self.held.iter_mut() {
             if held.reader.as_ref().is_some_and(|r| r.is_finished()) {
                 let reader = held.reader.take().expect("checked");
@@ -632,9 +651,13 @@ impl Coordinator {
                     }
                     Ok(ReaderEnd::Cancelled) => {}
                     Ok(ReaderEnd::Fatal(m)) => anyhow::bail!(m),
+                    Ok(ReaderEnd::Gone(m)) => gone.push((id.clone(), m)),
                     Err(e) => anyhow::bail!("{id}: reader task failed: {e}"),
                 }
             }
+        }
+        for (id, refusal) in gone {
+            self.trimmed(&id, refusal).await?;
         }
         // Drained shards whose last record is committed are finished.
         let drained: Vec<PartitionId> = self
@@ -746,6 +769,60 @@ impl Coordinator {
         Ok(())
     }
 
+    /// A reader was told that its shard does not exist. When ListShards, asked again now,
+    /// lists the stream but not the shard, the shard was trimmed after the retention period
+    /// before it was read to its end (while another consumer read the stream, or while no
+    /// runner ran): nobody can read it any more. What this runner holds of it lands, the
+    /// event is logged and counted (`ShardsTrimmed`) with the checkpoint, and its lease is
+    /// finished so that its children are read. Stopping instead would only pass the lease
+    /// from runner to runner, each stopping in turn, and leave the children unread. When the
+    /// stream is gone, ListShards fails, or the shard is still listed, the runner stops as
+    /// for any other refusal.
+    async fn trimmed(&mut self, id: &PartitionId, refusal: String) -> anyhow::Result<()> {
+        let shards = list_shards(&self.ctx.client, &id.stream)
+            .await
+            .map_err(|e| e.context(refusal.clone()))?;
+        if shards.iter().any(|s| s.shard_id == id.partition) {
+            anyhow::bail!(refusal);
+        }
+        let Some(held) = self.held.remove(id) else {
+            return Ok(());
+        };
+        // What was received before the refusal lands first.
+        self.revoke(vec![id.clone()]).await;
+        let checkpoint = match self.state.checkpoint(id).await {
+            Ok(c) => c.map(|c| c.cursor),
+            Err(e) => Some(format!("unknown ({e})")),
+        };
+        // A child with a checkpoint means the shard was read to its end by the stream's
+        // other consumer (a Lambda event source mapping reads a parent before its children).
+        let mut read_by_another_consumer = false;
+        for child in shards.iter().filter(|s| parents(s).contains(&id.partition)) {
+            let child_id = partition_id(&id.stream, &child.shard_id);
+            if matches!(self.state.checkpoint(&child_id).await, Ok(Some(_))) {
+                read_by_another_consumer = true;
+                break;
+            }
+        }
+        bronze::telemetry::ShardTrimmed {
+            partition: id,
+            checkpoint: checkpoint.as_deref(),
+            read_by_another_consumer,
+            refusal: &refusal,
+            run_id: &self.ctx.run_id,
+        }
+        .emit(&self.ctx.shared.metrics);
+        match self.leases.finish(&held.lease).await {
+            Ok(_) => {
+                tracing::info!(partition = %id, "trimmed shard finished: its children may be read")
+            }
+            Err(e) => {
+                tracing::warn!(partition = %id, error = %e, "could not mark the trimmed shard finished; its next owner will")
+            }
+        }
+        Ok(())
+    }
+
     /// Is everything the drained reader received committed?
     async fn committed(&self, id: &PartitionId) -> anyhow::Result<bool> {
         let Some(Some(last)) = self.held.get(id).and_then(|h| h.drained.clone()) else {
@@ -774,6 +851,28 @@ impl Coordinator {
             ),
             None => None,
         };
+        // `start_from: latest` is resolved once per shard: the time it was first leased,
+        // recorded in the state table, so that a later owner (or a renewed iterator) starts
+        // there instead of at a newer end, which would skip what arrived in between.
+        let start_timestamp_ms = match self.ctx.config.start_from {
+            KinesisStart::Latest if checkpoint.is_none() && lease.parents.is_empty() => {
+                match self.state.claim_start(&id, &now_ms().to_string()).await {
+                    Ok(stored) => {
+                        let ms = stored.parse::<i64>().map_err(|e| {
+                            anyhow::anyhow!("{id}: stored start position {stored:?}: {e}")
+                        })?;
+                        tracing::info!(partition = %id, start_ms = ms, "start position (start_from: latest)");
+                        Some(ms)
+                    }
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(partition = %id, error = %e, "could not record the start position of a shard just leased; its lease is left to expire");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            _ => self.ctx.config.start_timestamp_ms,
+        };
         let epoch = Epoch(self.epochs.fetch_add(1, Ordering::Relaxed) + 1);
         tracing::info!(partition = %id, epoch = %epoch, checkpoint = ?checkpoint.as_ref().map(|c| c.to_string()), "reading the shard");
         let assignment = Assignment {
@@ -797,6 +896,7 @@ impl Coordinator {
             lease.clone(),
             epoch,
             checkpoint,
+            start_timestamp_ms,
             cancel.clone(),
         ));
         self.held.insert(
@@ -931,6 +1031,11 @@ mod tests {
         assert_eq!(
             iterator_request(&Position::Checkpoint(None), start, None, false).0,
             ShardIteratorType::Latest
+        );
+        assert_eq!(
+            iterator_request(&Position::Checkpoint(None), start, Some(5), false),
+            (ShardIteratorType::AtTimestamp, None, Some(5)),
+            "renewals and later owners start at the recorded start position"
         );
         assert_eq!(
             iterator_request(&Position::Checkpoint(None), start, None, true).0,

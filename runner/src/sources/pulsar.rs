@@ -187,6 +187,12 @@ pub async fn start(config: PulsarConfig, ctx: &Context) -> anyhow::Result<Runnin
     let acks = Arc::new(PulsarAcks::default());
     let shared = Arc::new(Shared::default());
     let key_shared = config.subscription_type == SubscriptionType::KeyShared;
+    if key_shared {
+        tracing::warn!(
+            subscription = %config.subscription,
+            "Key_Shared lands at least once: a message committed by one consumer and redelivered before its acknowledgement can land again (same stream, partition and cursor); use failover where exactly once matters"
+        );
+    }
     let setup = PipelineSetup {
         interleaved: key_shared,
         ..Default::default()
