@@ -123,6 +123,10 @@ async fn a_latest_start_is_claimed_once_and_forgotten_by_a_reset() {
     );
     let first = got.into_iter().next().unwrap();
     assert_eq!(
+        state.start(&id).await.unwrap().as_deref(),
+        Some(first.as_str())
+    );
+    assert_eq!(
         state
             .claim_start(&id, "00000000000000000099")
             .await
@@ -133,6 +137,7 @@ async fn a_latest_start_is_claimed_once_and_forgotten_by_a_reset() {
     assert!(!state.logged_partitions().await.unwrap().contains(&id));
     assert!(state.checkpoint(&id).await.unwrap().is_none());
     assert_eq!(state.forget_partition(&id).await.unwrap(), 1);
+    assert_eq!(state.start(&id).await.unwrap(), None);
     assert_eq!(
         state
             .claim_start(&id, "00000000000000000099")

@@ -74,7 +74,7 @@ pub enum StartFrom {
     /// The oldest retained record (the default: Bronze keeps everything).
     #[default]
     Earliest,
-    /// Only records produced after the partition is first assigned: its high watermark
+    /// Only records produced after the partition is first assigned: the end of its log
     /// then, recorded in the state table by the first runner that reads it, so that later
     /// owners (a rebalance, a restart before its first commit) start at the same offset.
     Latest,

@@ -14,7 +14,7 @@ use crate::record::PartitionId;
 use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
@@ -971,37 +971,65 @@ impl StateStore for DynamoStateStore {
         Ok(deleted)
     }
 
-    async fn claim_start(
-        &self,
-        partition: &PartitionId,
-        proposed: &str,
-    ) -> Result<String, PortError> {
-        let target = self.target(partition);
+    async fn start(&self, partition: &PartitionId) -> Result<Option<String>, PortError> {
         let out = self
             .client
-            .update_item()
+            .get_item()
             .table_name(&self.table)
             .key("pk", s(partition.state_key()))
             .key("sk", s(START_SK))
-            .update_expression("SET #start = if_not_exists(#start, :start)")
-            .expression_attribute_names("#start", "start")
-            .expression_attribute_values(":start", s(proposed))
-            .return_values(ReturnValue::AllNew)
+            .consistent_read(true)
             .send()
             .await
-            .map_err(|e| classify("dynamodb:UpdateItem", &target, &e))?;
-        out.attributes()
-            .and_then(|a| a.get("start"))
+            .map_err(|e| classify("dynamodb:GetItem", &self.target(partition), &e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        item.get("start")
             .and_then(|v| v.as_s().ok())
             .cloned()
+            .map(Some)
             .ok_or_else(|| PortError::Permanent {
-                operation: "dynamodb:UpdateItem",
-                target,
+                operation: "dynamodb:GetItem",
+                target: self.target(partition),
                 message: format!(
                     "table {}: the start item of {partition} has no string attribute `start`",
                     self.table
                 ),
             })
+    }
+
+    // A conditional PutItem, then a consistent GetItem when another reader recorded one
+    // first: the calls the landing policy already grants (an UpdateItem would need its own
+    // IAM statement).
+    async fn claim_start(
+        &self,
+        partition: &PartitionId,
+        proposed: &str,
+    ) -> Result<String, PortError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(partition.state_key()))
+            .item("sk", s(START_SK))
+            .item("start", s(proposed))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => return Ok(proposed.to_owned()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(err) => return Err(classify("dynamodb:PutItem", &self.target(partition), &err)),
+        }
+        self.start(partition).await?.ok_or_else(|| PortError::Transient {
+            operation: "dynamodb:GetItem",
+            target: self.target(partition),
+            message: "the start item was there for the conditional put and gone for the read (a reset ran meanwhile)".into(),
+        })
     }
 
     async fn log_positions(

@@ -1145,6 +1145,9 @@ mod tests {
         async fn claim_start(&self, p: &PartitionId, proposed: &str) -> Result<String, PortError> {
             self.inner.claim_start(p, proposed).await
         }
+        async fn start(&self, p: &PartitionId) -> Result<Option<String>, PortError> {
+            self.inner.start(p).await
+        }
     }
 
     #[tokio::test]

@@ -358,13 +358,24 @@ impl StateStore for MemoryStateStore {
         partition: &PartitionId,
         proposed: &str,
     ) -> Result<String, PortError> {
-        self.faults.run("dynamodb:UpdateItem", || {
+        self.faults.run("dynamodb:PutItem", || {
             let mut partitions = self.partitions.lock().expect("state lock");
             let state = partitions.entry(partition.state_key()).or_default();
             Ok(state
                 .start
                 .get_or_insert_with(|| proposed.to_owned())
                 .clone())
+        })
+    }
+
+    async fn start(&self, partition: &PartitionId) -> Result<Option<String>, PortError> {
+        self.faults.run("dynamodb:GetItem", || {
+            Ok(self
+                .partitions
+                .lock()
+                .expect("state lock")
+                .get(&partition.state_key())
+                .and_then(|p| p.start.clone()))
         })
     }
 
@@ -426,7 +437,9 @@ mod tests {
     async fn a_start_is_claimed_once_and_a_reset_forgets_it() {
         let state = MemoryStateStore::new(Faults::new());
         let p = PartitionId::new(Source::Kafka, "t", "0");
+        assert_eq!(state.start(&p).await.unwrap(), None);
         assert_eq!(state.claim_start(&p, "7").await.unwrap(), "7");
+        assert_eq!(state.start(&p).await.unwrap().as_deref(), Some("7"));
         assert_eq!(
             state.claim_start(&p, "9").await.unwrap(),
             "7",
@@ -438,6 +451,7 @@ mod tests {
             "a start position is not a landed partition"
         );
         assert_eq!(state.forget_partition(&p).await.unwrap(), 1);
+        assert_eq!(state.start(&p).await.unwrap(), None);
         assert_eq!(state.claim_start(&p, "9").await.unwrap(), "9");
     }
 }

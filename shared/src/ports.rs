@@ -224,6 +224,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         partition: &PartitionId,
         proposed: &str,
     ) -> Result<String, PortError>;
+    /// The start position recorded by [`StateStore::claim_start`], if any (strongly
+    /// consistent), for a source that only computes a proposal when none is recorded.
+    async fn start(&self, partition: &PartitionId) -> Result<Option<String>, PortError>;
 }
 
 /// The dead-letter queue.

@@ -479,4 +479,23 @@ mod tests {
             assert!(doc.get(&name).is_some(), "metric {name} has no value");
         }
     }
+
+    #[test]
+    fn a_trimmed_shard_is_counted_only_when_records_may_be_lost() {
+        let m = Metrics::default();
+        let id = PartitionId::new(Source::Kinesis, "clicks", "shardId-000000000007");
+        let trimmed = |read_by_another_consumer| ShardTrimmed {
+            partition: &id,
+            checkpoint: Some("4959"),
+            read_by_another_consumer,
+            refusal: "ResourceNotFoundException",
+            run_id: "r",
+        };
+        trimmed(true).emit(&m);
+        assert_eq!(m.stream(Source::Kinesis, "clicks").shards_trimmed, 0);
+        trimmed(false).emit(&m);
+        assert_eq!(m.stream(Source::Kinesis, "clicks").shards_trimmed, 1);
+        let doc: serde_json::Value = serde_json::from_str(&m.emf_lines(1000)[0]).unwrap();
+        assert_eq!(doc["ShardsTrimmed"], 1);
+    }
 }

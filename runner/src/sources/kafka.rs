@@ -178,7 +178,7 @@ impl Ctx {
     /// engine can check it is the one landed there (a recreated topic whose new log reaches
     /// the checkpoint is caught there, not skipped as landed), and the engine skips it. A
     /// partition without one starts at its beginning (`start_from: earliest`) or at the start
-    /// position recorded for it (`latest`: the high watermark when it was first assigned,
+    /// position recorded for it (`latest`: the end of its log when it was first assigned,
     /// recorded in the state table by the first runner that read it, so that a rebalance or a
     /// restart before its first commit skips nothing).
     async fn start_offset(
@@ -208,33 +208,54 @@ impl Ctx {
                 Ok((Offset::Beginning, None, None))
             }
             StartFrom::Latest => {
-                let mut attempt = 0u32;
-                let high = loop {
-                    match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
-                        Ok((_, high)) => break high.max(0) as u64,
-                        Err(e) if attempt < 4 => {
-                            attempt += 1;
-                            tracing::warn!(partition = %id, error = %e, attempt, "reading the high watermark failed; retrying");
-                            tokio::time::sleep(crate::pipeline::backoff(attempt, false)).await;
-                        }
-                        Err(e) => {
-                            return Err(KafkaSourceError::Fatal(format!(
-                                "{id}: cannot read the high watermark for start_from: latest: {e}"
-                            )));
-                        }
+                let recorded =
+                    retried(&id, "start position read", || self.state.start(&id)).await?;
+                let stored = match recorded {
+                    Some(stored) => stored,
+                    None => {
+                        // The end of the log now (librdkafka answers with the last stable
+                        // offset under read_committed, where Offset::End would also start).
+                        let end = self.log_end(consumer, &id, topic, partition).await?;
+                        let proposed = KafkaOffset(end).sortable();
+                        retried(&id, "start position claim", || {
+                            self.state.claim_start(&id, &proposed)
+                        })
+                        .await?
                     }
                 };
-                let proposed = KafkaOffset(high).sortable();
-                let stored = retried(&id, "start position claim", || {
-                    self.state.claim_start(&id, &proposed)
-                })
-                .await?;
                 let start = KafkaOffset::parse(&stored).map_err(|e| {
                     KafkaSourceError::Fatal(format!("{id}: stored start position {stored:?}: {e}"))
                 })?;
-                tracing::info!(partition = %id, start = %start, high_watermark = high, "assigned; no checkpoint yet: start position (start_from: latest)");
+                tracing::info!(partition = %id, start = %start, "assigned; no checkpoint yet: start position (start_from: latest)");
                 let offset = Offset::Offset(i64::try_from(start.0).unwrap_or(i64::MAX));
                 Ok((offset, None, Some(start)))
+            }
+        }
+    }
+
+    /// The offset after the partition's last record (a blocking broker call: it runs inside
+    /// the rebalance callback, like the checkpoint reads).
+    async fn log_end(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        id: &PartitionId,
+        topic: &str,
+        partition: i32,
+    ) -> Result<u64, KafkaSourceError> {
+        let mut attempt = 0u32;
+        loop {
+            match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+                Ok((_, high)) => return Ok(high.max(0) as u64),
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(partition = %id, error = %e, attempt, "reading the end of the log failed; retrying");
+                    tokio::time::sleep(crate::pipeline::backoff(attempt, false)).await;
+                }
+                Err(e) => {
+                    return Err(KafkaSourceError::Fatal(format!(
+                        "{id}: cannot read the end of the log for start_from: latest: {e}"
+                    )));
+                }
             }
         }
     }

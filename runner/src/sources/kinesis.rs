@@ -297,6 +297,11 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
     );
     match code.as_str() {
         "ExpiredIteratorException" => Failure::Expired,
+        // AT_TIMESTAMP of a start recorded by a runner whose clock runs ahead of Kinesis's:
+        // valid as soon as Kinesis's clock passes it.
+        "InvalidArgumentException" if text.contains("currentTimestampInMillis") => {
+            Failure::Retry(text)
+        }
         "AccessDeniedException"
         | "KMSAccessDeniedException"
         | "KMSDisabledException"
@@ -779,17 +784,30 @@ impl Coordinator {
     /// stream is gone, ListShards fails, or the shard is still listed, the runner stops as
     /// for any other refusal.
     async fn trimmed(&mut self, id: &PartitionId, refusal: String) -> anyhow::Result<()> {
-        let shards = list_shards(&self.ctx.client, &id.stream)
-            .await
-            .map_err(|e| e.context(refusal.clone()))?;
-        if shards.iter().any(|s| s.shard_id == id.partition) {
-            anyhow::bail!(refusal);
-        }
         let Some(held) = self.held.remove(id) else {
             return Ok(());
         };
         // What was received before the refusal lands first.
         self.revoke(vec![id.clone()]).await;
+        let shards = match list_shards(&self.ctx.client, &id.stream).await {
+            Ok(shards) => shards,
+            // The stream is gone: stop, as for any other refusal.
+            Err(e) if format!("{e:#}").contains("ResourceNotFoundException") => {
+                return Err(e.context(refusal));
+            }
+            // Not known yet (throttled, a network error): the lease is released and the
+            // shard checked again by whoever takes it next.
+            Err(e) => {
+                tracing::warn!(partition = %id, error = format!("{e:#}"), refusal, "a shard was refused as unknown and ListShards failed; releasing its lease to check again later");
+                if let Err(e) = self.leases.release(&held.lease).await {
+                    tracing::warn!(partition = %id, error = %e, "lease not released; it expires");
+                }
+                return Ok(());
+            }
+        };
+        if shards.iter().any(|s| s.shard_id == id.partition) {
+            anyhow::bail!(refusal);
+        }
         let checkpoint = match self.state.checkpoint(id).await {
             Ok(c) => c.map(|c| c.cursor),
             Err(e) => Some(format!("unknown ({e})")),
