@@ -471,7 +471,7 @@ impl ShardProbe for aws_sdk_kinesis::Client {
             for record in out.records {
                 let arrival = record
                     .approximate_arrival_timestamp
-                    .and_then(|t| t.to_millis().ok());
+                    .and_then(crate::kinesis::arrival_millis);
                 let (records, _) = crate::kinesis::to_records(record)?;
                 for r in records {
                     if r.cursor > *to {

@@ -76,13 +76,24 @@ pub fn to_records(
         ..
     } = record;
     let sequence = SequenceNumber::parse(&sequence_number)?;
-    let timestamp_ms = approximate_arrival_timestamp.and_then(|t| t.to_millis().ok());
+    let timestamp_ms = approximate_arrival_timestamp.and_then(arrival_millis);
     Ok(bronze::sources::kinesis::records_of(
         sequence,
         partition_key,
         data.into_inner(),
         timestamp_ms,
     ))
+}
+
+/// A record's `ApproximateArrivalTimestamp` in ms since the epoch, exactly as Kinesis set it.
+/// The SDK reads the JSON number (`1764201600.123`) as an f64 and truncates its fraction to
+/// whole nanoseconds (122,999,906 ns), so `DateTime::to_millis` would land about half of all
+/// records 1 ms early, unlike the Lambda path, which reads the number's text. Kinesis sets
+/// whole milliseconds and the float's error is far below half of one, so rounding to the
+/// nearest millisecond gives the value back.
+pub fn arrival_millis(t: aws_smithy_types::DateTime) -> Option<i64> {
+    let rounded = (i64::from(t.subsec_nanos()) + 500_000) / 1_000_000;
+    t.secs().checked_mul(1000)?.checked_add(rounded)
 }
 
 /// Every shard of `stream` (ListShards, all pages).
@@ -1008,6 +1019,31 @@ mod tests {
 
     fn seq(s: &str) -> SequenceNumber {
         SequenceNumber::parse(s).unwrap()
+    }
+
+    /// Defect (adversarial read): the runner landed about half of all arrival times 1 ms
+    /// early, because the SDK reads the JSON number as an f64 and truncates it to whole
+    /// nanoseconds. Every millisecond of a second, as GetRecords' JSON carries it, now gives the
+    /// same `timestamp_ms` as the Lambda path reading the event's text.
+    #[test]
+    fn arrival_times_land_to_the_millisecond_like_the_lambda_path() {
+        let mut truncated_early = 0;
+        for secs in [0i64, 1_764_201_600, 4_102_444_800] {
+            for ms in 0..1000 {
+                let text = format!("{secs}.{ms:03}");
+                // What aws-smithy-json does with an epoch-seconds number.
+                let sdk = aws_smithy_types::DateTime::from_secs_f64(text.parse().unwrap());
+                let lambda = bronze::sources::event::seconds_text_to_millis(&text).unwrap();
+                assert_eq!(arrival_millis(sdk), Some(lambda), "{text}");
+                truncated_early += usize::from(sdk.to_millis().unwrap() != lambda);
+            }
+        }
+        assert!(
+            truncated_early > 0,
+            "the SDK's own conversion is what was wrong"
+        );
+        let negative = aws_smithy_types::DateTime::from_secs_f64(-0.25);
+        assert_eq!(arrival_millis(negative), Some(-250));
     }
 
     #[test]
